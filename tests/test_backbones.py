@@ -17,7 +17,6 @@ from lfbtool.models import (
     create_backbone,
     list_backbones,
     register_backbone,
-    tv_video,
 )
 from lfbtool.models import registry as registry_module
 
@@ -97,7 +96,7 @@ def test_slowonly_equals_functional_reference(slowonly: torch.nn.Module) -> None
 
 def test_slowonly_tv_weights_refused() -> None:
     with pytest.raises(LfbError, match="slowonly_r50 has no torchvision weights"):
-        create_backbone("slowonly_r50", tv_weights="R3D_18_Weights.KINETICS400_V1")
+        create_backbone("slowonly_r50", weights="R3D_18_Weights.KINETICS400_V1")
 
 
 @pytest.mark.parametrize(
@@ -138,29 +137,29 @@ def test_s3d_refuses_short_clips() -> None:
 def test_tv_weights_without_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
 
-    def no_network(url: str, destination: Path, timeout: float = 30.0) -> None:
+    def no_network(url: str, destination: str, *args: object, **kwargs: object) -> None:
         raise OSError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(tv_video, "_download", no_network)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     with pytest.raises(
-        LfbError, match=r"could not download torchvision weights R3D_18_Weights.*--checkpoint"
+        LfbError, match=r"cannot download torchvision weights R3D_18_Weights.*--checkpoint"
     ):
-        create_backbone("r3d_18", tv_weights="R3D_18_Weights.KINETICS400_V1")
+        create_backbone("r3d_18", weights="R3D_18_Weights.KINETICS400_V1")
     with pytest.raises(
-        LfbError, match=r"unknown torchvision weights 'MC3_18_Weights.KINETICS400_V1'.*R3D_18"
+        LfbError, match=r"'MC3_18_Weights.KINETICS400_V1' is not a torchvision weight of r3d_18.*R3D_18"
     ):
-        create_backbone("r3d_18", tv_weights="MC3_18_Weights.KINETICS400_V1")
+        create_backbone("r3d_18", weights="MC3_18_Weights.KINETICS400_V1")
 
 
 def test_tv_weights_from_torch_hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    monkeypatch.setattr(tv_video, "_download", lambda *a, **k: pytest.fail("must use the cached file"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("must use the cached file"))
     torch.manual_seed(3)
     classifier = torchvision.models.video.mc3_18(weights=None)
     url = torchvision.models.video.MC3_18_Weights.KINETICS400_V1.url
     cached = tmp_path / "torch-home" / "hub" / "checkpoints" / Path(url).name
     cached.parent.mkdir(parents=True)
     torch.save(classifier.state_dict(), cached)
-    trunk = create_backbone("mc3_18", torchvision_weights="MC3_18_Weights.KINETICS400_V1")
+    trunk = create_backbone("mc3_18", weights="MC3_18_Weights.KINETICS400_V1")
     assert torch.equal(trunk.state_dict()["layer4.1.conv2.0.weight"], classifier.layer4[1].conv2[0].weight)
     assert torch.equal(trunk.state_dict()["stem.1.running_mean"], classifier.stem[1].running_mean)

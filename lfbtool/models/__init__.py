@@ -1,31 +1,41 @@
-"""Backbones (registry), checkpoint loading, RoI extraction and the LFB head."""
+"""Backbones (registry and factory), checkpoint loading, RoI extraction, the LFB head, recognizers.
 
+Importing this package imports the modules whose ``@register_backbone`` decorators fill the
+registry (timm's pattern); the registry itself imports no model module.
+"""
+
+from lfbtool.models import resnet3d, tv_video  # registers the backbones
 from lfbtool.models.checkpoint import checkpoint_sha256, load_backbone_weights, read_checkpoint
+from lfbtool.models.factory import create_backbone
 from lfbtool.models.lfb_head import LFBHead
 from lfbtool.models.lfb_model import LFBFeatureModel
-from lfbtool.models.registry import (
+from lfbtool.models.normalization import (
     MMACTION_NORMALIZATION,
     TORCHVISION_VIDEO_NORMALIZATION,
-    BackboneSpec,
     Normalization,
+    Normalize,
+)
+from lfbtool.models.registry import (
+    BackboneSpec,
+    ClipDefaults,
+    TestDefaults,
     backbone_spec,
-    create_backbone,
     list_backbones,
     register_backbone,
 )
 from lfbtool.models.roi import RoIFeatureExtractor
 
-# Importing the backbone modules registers them.
-from lfbtool.models import resnet3d, tv_video  # noqa: E402,F401  isort: skip
-
 __all__ = [
     "BackboneSpec",
+    "ClipDefaults",
     "LFBFeatureModel",
     "LFBHead",
     "MMACTION_NORMALIZATION",
     "Normalization",
+    "Normalize",
     "RoIFeatureExtractor",
     "TORCHVISION_VIDEO_NORMALIZATION",
+    "TestDefaults",
     "backbone_spec",
     "checkpoint_sha256",
     "create_backbone",
@@ -33,4 +43,6 @@ __all__ = [
     "load_backbone_weights",
     "read_checkpoint",
     "register_backbone",
+    "resnet3d",
+    "tv_video",
 ]

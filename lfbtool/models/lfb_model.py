@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from torch import Tensor, nn
 
 from lfbtool.models.lfb_head import LFBHead
+from lfbtool.models.normalization import Normalize
 from lfbtool.models.roi import RoIFeatureExtractor
 
 __all__ = ["LFBFeatureModel"]
@@ -26,9 +26,6 @@ class LFBFeatureModel(nn.Module):
     ``rois`` rows are ``(batch_index, x1, y1, x2, y2)`` in pixels of the (resized) clip.
     """
 
-    mean: Tensor
-    std: Tensor
-
     def __init__(
         self,
         backbone: nn.Module,
@@ -41,15 +38,8 @@ class LFBFeatureModel(nn.Module):
     ) -> None:
         super().__init__()
         spec = backbone.spec
-        norm = spec.normalization
-        if norm.value_range not in (1, 255):
-            raise ValueError(
-                f"{spec.name}: normalization value_range must be 1 or 255, got {norm.value_range}"
-            )
         self.backbone = backbone
-        self.scale_to_unit = norm.value_range == 1
-        self.register_buffer("mean", torch.tensor(norm.mean, dtype=torch.float32).view(1, 3, 1, 1, 1), False)
-        self.register_buffer("std", torch.tensor(norm.std, dtype=torch.float32).view(1, 3, 1, 1, 1), False)
+        self.normalize = Normalize(spec.normalization)
         self.roi = RoIFeatureExtractor(
             output_size=roi_output_size, spatial_scale=1.0 / spec.stride, temporal_pool=roi_temporal_pool
         )
@@ -59,13 +49,6 @@ class LFBFeatureModel(nn.Module):
     def train(self, mode: bool = True) -> LFBFeatureModel:
         """Feature extraction only: stay in eval mode so BatchNorm never updates its statistics."""
         return super().train(False)
-
-    def normalize(self, clips: Tensor) -> Tensor:
-        """uint8 / 0-255 float clips -> the backbone's normalized float32 input."""
-        x = clips.to(dtype=torch.float32)
-        if self.scale_to_unit:
-            x = x / 255
-        return (x - self.mean) / self.std
 
     def forward(self, clips: Tensor, rois: Tensor) -> Tensor:
         features = self.backbone(self.normalize(clips))

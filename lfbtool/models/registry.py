@@ -1,7 +1,10 @@
 """Backbone registry (timm style): builders register themselves with a spec, looked up by name.
 
-The spec travels with the module (``backbone.spec``) so that everything downstream (normalization,
-RoI spatial scale, checkpoint prefix) follows from the backbone chosen, not from separate options.
+This module imports no model module: ``lfbtool.models`` imports the modules that register (as timm's
+``models/__init__`` does), so looking a name up never runs into an import cycle. The spec is data
+about a backbone — channels, stride, normalization, default clips for extraction and for testing,
+its checkpoints' key layout, where its weights come from — so nothing downstream keeps a
+string-keyed table of its own. The spec travels with the module (``backbone.spec``).
 """
 
 from __future__ import annotations
@@ -13,36 +16,35 @@ from typing import TypeVar
 from torch import nn
 
 from lfbtool.errors import LfbError
+from lfbtool.models.normalization import Normalization
 
-__all__ = [
-    "Normalization",
-    "BackboneSpec",
-    "MMACTION_NORMALIZATION",
-    "TORCHVISION_VIDEO_NORMALIZATION",
-    "register_backbone",
-    "create_backbone",
-    "list_backbones",
-    "backbone_spec",
-]
+__all__ = ["BackboneSpec", "ClipDefaults", "TestDefaults", "register_backbone", "list_backbones",
+           "backbone_spec", "builder_of"]
 
 
 @dataclass(frozen=True)
-class Normalization:
-    """Per-channel (RGB) input normalization.
+class ClipDefaults:
+    """The keyframe clip a detector was trained with (``SampleAVAFrames``): ``clip_len`` x ``frame_interval``."""
 
-    ``value_range`` 255: ``(x - mean) / std`` on 0-255 pixels (MMAction2).
-    ``value_range`` 1: ``(x / 255 - mean) / std`` (torchvision video weights).
-    """
-
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    value_range: float
+    clip_len: int
+    frame_interval: int
 
 
-MMACTION_NORMALIZATION = Normalization((123.675, 116.28, 103.53), (58.395, 57.12, 57.375), 255.0)
-TORCHVISION_VIDEO_NORMALIZATION = Normalization(
-    (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989), 1.0
-)
+@dataclass(frozen=True)
+class TestDefaults:
+    """Sampling and crop settings a recognizer was evaluated with (``recognize`` defaults)."""
+
+    clip_len: int
+    frame_interval: int
+    num_clips: int
+    short_side: int
+    crop_size: int
+
+
+#: MMAction2's AVA SlowOnly-R50 4x16 keyframe clip.
+AVA_4X16 = ClipDefaults(clip_len=4, frame_interval=16)
+#: MMAction2 SlowOnly-R50 8x8 Kinetics-400 test settings (10 clips of 8 frames, every 8th, 256 -> 224).
+MMACTION_K400_TEST = TestDefaults(clip_len=8, frame_interval=8, num_clips=10, short_side=256, crop_size=224)
 
 
 @dataclass(frozen=True)
@@ -50,9 +52,13 @@ class BackboneSpec:
     """What callers need to know about a backbone without building it.
 
     ``stride`` is the spatial output stride (RoIAlign uses ``1 / stride``); ``temporal_stride`` is how
-    many input frames map to one output step. ``checkpoint_prefix`` is the key prefix of this
-    backbone inside a full detector checkpoint (``backbone.`` for MMAction2); ``ignored_prefixes``
-    are parts of a classifier checkpoint the trunk does not have (``fc.``).
+    many input frames map to one output step; ``min_frames`` the shortest clip it accepts.
+    ``checkpoint_prefix`` is the key prefix of the trunk inside a full detector or recognizer
+    checkpoint (``backbone.`` for MMAction2); ``ignored_prefixes`` are parts of a classifier
+    checkpoint the trunk does not have (``fc.``). ``torchvision_model`` names the torchvision model
+    whose published weights (``R3D_18_Weights.*``) the trunk takes; ``mmaction_configs`` lists the
+    MMAction2 configs whose checkpoints load into it. ``pathway_channels`` is set for multi-pathway
+    trunks (slow first) whose forward returns a tuple of maps; ``channels`` is then their sum.
     """
 
     name: str
@@ -60,12 +66,18 @@ class BackboneSpec:
     stride: int
     normalization: Normalization
     description: str
-    checkpoint_prefix: str = ""
+    checkpoint_prefix: str = "backbone."
     ignored_prefixes: tuple[str, ...] = ()
     temporal_stride: int = 1
+    min_frames: int = 1
+    extract_clip: ClipDefaults = AVA_4X16
+    test_clip: TestDefaults = MMACTION_K400_TEST
+    torchvision_model: str | None = None
+    mmaction_configs: tuple[str, ...] = ()
+    pathway_channels: tuple[int, ...] | None = None
 
 
-Builder = Callable[..., nn.Module]
+Builder = Callable[[], nn.Module]
 B = TypeVar("B", bound=Builder)
 
 _BUILDERS: dict[str, Builder] = {}
@@ -73,7 +85,7 @@ _SPECS: dict[str, BackboneSpec] = {}
 
 
 def register_backbone(spec: BackboneSpec) -> Callable[[B], B]:
-    """Decorator: register ``builder(*, tv_weights=None) -> nn.Module`` under ``spec.name``."""
+    """Decorator: register ``builder() -> nn.Module`` (random weights) under ``spec.name``."""
 
     def decorate(builder: B) -> B:
         if spec.name in _BUILDERS and _BUILDERS[spec.name] is not builder:
@@ -85,38 +97,19 @@ def register_backbone(spec: BackboneSpec) -> Callable[[B], B]:
     return decorate
 
 
-def _ensure_registered() -> None:
-    """Import the modules whose decorators fill the registry (they import this module)."""
-    from lfbtool.models import resnet3d, tv_video  # noqa: F401
-
-
 def list_backbones() -> list[BackboneSpec]:
     """Specs of every registered backbone, sorted by name."""
-    _ensure_registered()
     return [_SPECS[name] for name in sorted(_SPECS)]
 
 
 def backbone_spec(name: str) -> BackboneSpec:
     """The spec of ``name`` without building the model; unknown name -> LfbError."""
-    _ensure_registered()
     if name not in _SPECS:
         raise LfbError(f"unknown backbone {name!r}; known backbones: {', '.join(sorted(_SPECS))}")
     return _SPECS[name]
 
 
-def create_backbone(
-    name: str, *, tv_weights: str | None = None, torchvision_weights: str | None = None
-) -> nn.Module:
-    """Build a backbone in eval mode with random weights, or torchvision's named weights.
-
-    ``tv_weights`` (alias ``torchvision_weights``) names a torchvision weights enum member such as
-    ``"R3D_18_Weights.KINETICS400_V1"``; only the torchvision trunks accept it.
-    """
-    spec = backbone_spec(name)
-    weights = tv_weights if tv_weights is not None else torchvision_weights
-    if weights is not None:
-        model = _BUILDERS[name](tv_weights=weights)
-    else:
-        model = _BUILDERS[name]()
-    model.spec = spec
-    return model.eval()
+def builder_of(name: str) -> Builder:
+    """The registered builder of ``name`` (the factory calls it)."""
+    backbone_spec(name)
+    return _BUILDERS[name]

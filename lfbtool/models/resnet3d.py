@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from lfbtool.errors import LfbError
-from lfbtool.models.registry import MMACTION_NORMALIZATION, BackboneSpec, register_backbone
+from lfbtool.models.normalization import MMACTION_NORMALIZATION
+from lfbtool.models.registry import BackboneSpec, register_backbone
 
 __all__ = ["ConvBN3d", "Bottleneck3d", "SlowOnlyResNet3d", "slowonly_r50"]
 
@@ -148,18 +148,16 @@ SLOWONLY_R50_SPEC = BackboneSpec(
     normalization=MMACTION_NORMALIZATION,
     description="MMAction2 SlowOnly ResNet-50 (AVA LFB backbone)",
     checkpoint_prefix="backbone.",
-    ignored_prefixes=(),
-    temporal_stride=1,
+    mmaction_configs=(
+        "slowonly_kinetics400-pretrained-r50_8xb16-4x16x1-20e_ava21-rgb",
+        "slowonly_kinetics400-pretrained-r50_8xb8-8x8x1-20e_ava21-rgb",
+        "slowonly_imagenet-pretrained-r50_8xb16-4x16x1-steplr-150e_kinetics400-rgb",
+        "slowonly_r50_4x16x1_256e_kinetics400_rgb (0.x)",
+    ),
 )
 
 
 @register_backbone(SLOWONLY_R50_SPEC)
-def slowonly_r50(*, tv_weights: str | None = None) -> SlowOnlyResNet3d:
+def slowonly_r50() -> SlowOnlyResNet3d:
     """SlowOnly R50 with random weights; load an MMAction2 checkpoint with load_backbone_weights."""
-    if tv_weights is not None:
-        raise LfbError(
-            f"slowonly_r50 has no torchvision weights ({tv_weights!r}); pass an MMAction2 --checkpoint"
-        )
-    model = SlowOnlyResNet3d()
-    model.spec = SLOWONLY_R50_SPEC
-    return model
+    return SlowOnlyResNet3d()

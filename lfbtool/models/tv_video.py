@@ -12,26 +12,19 @@ Strides (checked in tests):
 
 from __future__ import annotations
 
-import hashlib
-import os
-import re
-import shutil
-import tempfile
-import urllib.request
-from collections.abc import Callable
-from pathlib import Path
-
-import torch
-import torchvision
 from torch import Tensor, nn
 from torchvision.models import video as tv_video
 
 from lfbtool.errors import LfbError
-from lfbtool.models.registry import TORCHVISION_VIDEO_NORMALIZATION, BackboneSpec, register_backbone
+from lfbtool.models.normalization import TORCHVISION_VIDEO_NORMALIZATION
+from lfbtool.models.registry import BackboneSpec, TestDefaults, register_backbone
 
 __all__ = ["VideoResNetTrunk", "S3DTrunk", "r3d_18", "mc3_18", "r2plus1d_18", "s3d"]
 
 _CLASSIFIER_PREFIXES = ("fc.", "avgpool.", "classifier.")
+#: torchvision's documented evaluation of its Kinetics-400 video weights: 16-frame clips (their
+#: datasets resample to 15 fps, so interval 1), short side 128 -> crop 112, 5 clips per video.
+_TV_TEST = TestDefaults(clip_len=16, frame_interval=1, num_clips=5, short_side=128, crop_size=112)
 
 
 class VideoResNetTrunk(nn.Module):
@@ -73,7 +66,8 @@ class S3DTrunk(nn.Module):
         return self.features(x)
 
 
-def _spec(name: str, channels: int, stride: int, temporal_stride: int, description: str) -> BackboneSpec:
+def _spec(name: str, channels: int, stride: int, temporal_stride: int, description: str,
+          *, test_clip: TestDefaults = _TV_TEST, min_frames: int = 1) -> BackboneSpec:
     return BackboneSpec(
         name=name,
         channels=channels,
@@ -83,98 +77,38 @@ def _spec(name: str, channels: int, stride: int, temporal_stride: int, descripti
         checkpoint_prefix="",
         ignored_prefixes=_CLASSIFIER_PREFIXES,
         temporal_stride=temporal_stride,
+        min_frames=min_frames,
+        test_clip=test_clip,
+        torchvision_model=name,
     )
-
-
-def _weights_cache_path(url: str) -> Path:
-    """Where torch.hub keeps downloaded weights, so a file fetched by torchvision is reused."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-
-
-def _download(url: str, destination: Path, timeout: float = 30.0) -> None:
-    """Fetch ``url`` into ``destination`` atomically, checking the sha256 prefix in its file name."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    match = re.search(r"-([a-f0-9]{6,})\.", destination.name)
-    digest = hashlib.sha256()
-    with tempfile.NamedTemporaryFile(dir=destination.parent, delete=False) as tmp:
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                while chunk := response.read(1 << 20):
-                    digest.update(chunk)
-                    tmp.write(chunk)
-            tmp.close()
-            if match and not digest.hexdigest().startswith(match.group(1)):
-                raise OSError(f"sha256 {digest.hexdigest()[:12]} does not match the file name")
-            shutil.move(tmp.name, destination)
-        finally:
-            if os.path.exists(tmp.name):
-                os.unlink(tmp.name)
-
-
-def _load_tv_weights(trunk: nn.Module, spec: BackboneSpec, weights_name: str, enum_cls: type) -> None:
-    """Load torchvision weights named like ``R3D_18_Weights.KINETICS400_V1`` (cached or downloaded)."""
-    from lfbtool.models.checkpoint import load_backbone_weights, read_checkpoint
-
-    try:
-        weights = torchvision.models.get_weight(weights_name)
-    except (ValueError, KeyError, AttributeError):
-        weights = None
-    if weights is None or type(weights) is not enum_cls:
-        known = ", ".join(f"{enum_cls.__name__}.{member.name}" for member in enum_cls)
-        raise LfbError(f"{spec.name}: unknown torchvision weights {weights_name!r}; known: {known}")
-    path = _weights_cache_path(weights.url)
-    if not path.exists():
-        try:
-            _download(weights.url, path)
-        except OSError as error:
-            raise LfbError(
-                f"could not download torchvision weights {weights_name} from {weights.url} ({error}); "
-                "download the file where there is network and pass it with --checkpoint"
-            ) from error
-    load_backbone_weights(trunk, read_checkpoint(path), source=str(path))
-
-
-def _build(
-    spec: BackboneSpec,
-    factory: Callable[..., nn.Module],
-    trunk_cls: type[nn.Module],
-    enum_cls: type,
-    tv_weights: str | None,
-) -> nn.Module:
-    trunk = trunk_cls(factory(weights=None))
-    trunk.spec = spec
-    if tv_weights is not None:
-        _load_tv_weights(trunk, spec, tv_weights, enum_cls)
-    return trunk
 
 
 R3D_18_SPEC = _spec("r3d_18", 512, 16, 8, "torchvision R3D-18 trunk (3D convs everywhere)")
 MC3_18_SPEC = _spec("mc3_18", 512, 16, 1, "torchvision MC3-18 trunk (3D stem+layer1, 2D layers 2-4)")
 R2PLUS1D_18_SPEC = _spec("r2plus1d_18", 512, 16, 8, "torchvision R(2+1)D-18 trunk (factorized convs)")
-S3D_SPEC = _spec("s3d", 1024, 32, 8, "torchvision S3D features (needs >= 5 frames)")
+S3D_SPEC = _spec("s3d", 1024, 32, 8, "torchvision S3D features (needs >= 5 frames)",
+                 test_clip=TestDefaults(128, 1, 1, 256, 224), min_frames=5)
 
 
 @register_backbone(R3D_18_SPEC)
-def r3d_18(*, tv_weights: str | None = None) -> nn.Module:
-    """R3D-18 trunk; ``tv_weights`` e.g. ``"R3D_18_Weights.KINETICS400_V1"``."""
-    return _build(R3D_18_SPEC, tv_video.r3d_18, VideoResNetTrunk, tv_video.R3D_18_Weights, tv_weights)
+def r3d_18() -> nn.Module:
+    """R3D-18 trunk with random weights."""
+    return VideoResNetTrunk(tv_video.r3d_18(weights=None))
 
 
 @register_backbone(MC3_18_SPEC)
-def mc3_18(*, tv_weights: str | None = None) -> nn.Module:
-    """MC3-18 trunk; ``tv_weights`` e.g. ``"MC3_18_Weights.KINETICS400_V1"``."""
-    return _build(MC3_18_SPEC, tv_video.mc3_18, VideoResNetTrunk, tv_video.MC3_18_Weights, tv_weights)
+def mc3_18() -> nn.Module:
+    """MC3-18 trunk with random weights."""
+    return VideoResNetTrunk(tv_video.mc3_18(weights=None))
 
 
 @register_backbone(R2PLUS1D_18_SPEC)
-def r2plus1d_18(*, tv_weights: str | None = None) -> nn.Module:
-    """R(2+1)D-18 trunk; ``tv_weights`` e.g. ``"R2Plus1D_18_Weights.KINETICS400_V1"``."""
-    return _build(
-        R2PLUS1D_18_SPEC, tv_video.r2plus1d_18, VideoResNetTrunk, tv_video.R2Plus1D_18_Weights, tv_weights
-    )
+def r2plus1d_18() -> nn.Module:
+    """R(2+1)D-18 trunk with random weights."""
+    return VideoResNetTrunk(tv_video.r2plus1d_18(weights=None))
 
 
 @register_backbone(S3D_SPEC)
-def s3d(*, tv_weights: str | None = None) -> nn.Module:
-    """S3D features; ``tv_weights`` e.g. ``"S3D_Weights.KINETICS400_V1"``."""
-    return _build(S3D_SPEC, tv_video.s3d, S3DTrunk, tv_video.S3D_Weights, tv_weights)
+def s3d() -> nn.Module:
+    """S3D features with random weights."""
+    return S3DTrunk(tv_video.s3d(weights=None))

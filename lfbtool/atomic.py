@@ -1,0 +1,49 @@
+"""Write a file so that its name only ever shows a complete file: temp file, fsync, rename.
+
+Every output of lfbtool that a user or a later run may take as finished (attempt records, manifests,
+exports, recognize results) goes through here. An OSError (disk full, permission) becomes one
+:class:`~lfbtool.errors.RunError` naming the file, and the temporary file is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from lfbtool.errors import RunError
+
+
+def temporary_path(path: Path) -> Path:
+    """``<name>.tmp-<pid>``: the pid says whose temporary it is (a resume drops only dead ones)."""
+    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
+
+
+def os_error_text(error: OSError) -> str:
+    """``no space left on device`` rather than ``[Errno 28] No space left on device: '/x'``."""
+    return (error.strerror or str(error) or type(error).__name__).lower()
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], object], *, binary: bool = True) -> Path:
+    """Call ``write(handle)`` on a temporary file beside ``path``, fsync it, rename it to ``path``."""
+    path = Path(path)
+    tmp = temporary_path(path)
+    try:
+        with open(tmp, "wb" if binary else "w", encoding=None if binary else "utf-8") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        raise RunError(f"{path}: cannot write ({os_error_text(error)})") from error
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
+    """``data`` as indented, key-sorted JSON, atomically."""
+    text = json.dumps(data, indent=1, sort_keys=True)
+    return atomic_write(path, lambda handle: handle.write(text), binary=False)

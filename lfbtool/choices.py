@@ -1,0 +1,67 @@
+"""The fixed choices of lfbtool's options, as string enums: one definition each, shared by the CLI,
+the config dataclasses and the library (``Pool("avg")`` validates; ``Pool.avg == "avg"`` holds)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from lfbtool.errors import LfbError
+
+
+class Choice(str, Enum):
+    """A ``str`` enum whose ``parse`` turns a bad value into one LfbError naming the option."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    @classmethod
+    def parse(cls, value: object, option: str) -> Choice:
+        try:
+            return cls(value)
+        except ValueError:
+            names = ", ".join(member.value for member in cls)
+            raise LfbError(f"{option} must be one of {names}, got {value!r}") from None
+
+
+class Pool(Choice):
+    """Pooling over time or space: mean or max."""
+
+    avg = "avg"
+    max = "max"
+
+
+class KeyframeSource(Choice):
+    """Which seconds go into a bank: annotated keys (MMAction2), every proposal key (original LFB)."""
+
+    annotated = "annotated"
+    proposals = "proposals"
+
+
+class CropMode(Choice):
+    """Recognizer test crops: MMAction2's CenterCrop, ThreeCrop, TenCrop."""
+
+    center = "center"
+    three = "three"
+    ten = "ten"
+
+
+class AverageClips(Choice):
+    """How view scores are reduced: mean logits, mean softmax, or per view."""
+
+    score = "score"
+    prob = "prob"
+    none = "none"
+
+
+class OnConflict(Choice):
+    """A key stored twice with different rows during a merge: refuse, or keep the first input's."""
+
+    error = "error"
+    first = "first"
+
+
+class ExportFormat(Choice):
+    """What ``lfbtool export`` writes."""
+
+    mmaction_pkl = "mmaction-pkl"
+    npz_dir = "npz-dir"
