@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     import torch
 
-    from lfbtool.models.recognizer import build_recognizer
+    from lfbtool.models.recognizer_factory import build_recognizer
     from lfbtool.recognize import RecognizeOptions, _prepare, recognize, resolve_settings
     from lfbtool.synthetic import synthetic_frames, write_video
 

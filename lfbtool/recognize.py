@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from lfbtool.choices import AverageClips, CropMode
 from lfbtool.data.frames import ClipSource, FrameDirectory, VideoFile
 from lfbtool.data.preprocess import resize_clip, resized_shape
 from lfbtool.data.views import (
@@ -31,7 +32,7 @@ from lfbtool.data.views import (
     windows_for,
 )
 from lfbtool.errors import LfbError
-from lfbtool.models.recognizer import AVERAGE_CLIPS, BaseRecognizer
+from lfbtool.models.recognizers import BaseRecognizer, average_clip, check_max_testing_views
 
 KINETICS400 = "kinetics400"
 
@@ -45,8 +46,8 @@ class RecognizeOptions:
     frame_interval: int | None = None
     short_side: int | None = None
     crop_size: int | None = None
-    crops: str = "center"
-    average_clips: str = "score"
+    crops: CropMode | str = CropMode.center
+    average_clips: AverageClips | str = AverageClips.score
     max_testing_views: int | None = None
     batch_videos: int = 1
     template: str = "img_{:05d}.jpg"
@@ -62,8 +63,8 @@ class TestSettings:
     num_clips: int
     short_side: int
     crop_size: int
-    crops: str
-    average_clips: str
+    crops: CropMode
+    average_clips: AverageClips
     max_testing_views: int | None
     batch_videos: int
     template: str
@@ -101,12 +102,8 @@ def resolve_settings(recognizer: BaseRecognizer, options: RecognizeOptions) -> T
     short_side = options.short_side if options.short_side is not None else d.short_side
     if short_side < 1:
         raise LfbError(f"--short-side must be >= 1, got {short_side}")
-    if options.average_clips not in AVERAGE_CLIPS:
-        raise LfbError(
-            f"--average-clips must be one of {', '.join(AVERAGE_CLIPS)}, got {options.average_clips!r}"
-        )
-    if options.max_testing_views is not None and options.max_testing_views < 1:
-        raise LfbError(f"--max-testing-views must be >= 1, got {options.max_testing_views}")
+    crops = CropMode.parse(options.crops, "--crops")
+    average_clips = AverageClips.parse(options.average_clips, "--average-clips")
     if options.batch_videos < 1:
         raise LfbError(f"--batch-videos must be >= 1, got {options.batch_videos}")
     settings = TestSettings(
@@ -114,12 +111,10 @@ def resolve_settings(recognizer: BaseRecognizer, options: RecognizeOptions) -> T
         frame_interval=options.frame_interval if options.frame_interval is not None else d.frame_interval,
         num_clips=options.num_clips if options.num_clips is not None else d.num_clips,
         short_side=short_side,
-        crop_size=resolve_crop_size(
-            options.crops, options.crop_size, short_side, min(d.crop_size, short_side)
-        ),
-        crops=options.crops,
-        average_clips=options.average_clips,
-        max_testing_views=options.max_testing_views,
+        crop_size=resolve_crop_size(crops, options.crop_size, short_side, min(d.crop_size, short_side)),
+        crops=crops,
+        average_clips=average_clips,
+        max_testing_views=check_max_testing_views(options.max_testing_views),
         batch_videos=options.batch_videos,
         template=options.template,
         start_index=options.start_index,
@@ -200,17 +195,13 @@ def _prepare(path: Path, settings: TestSettings) -> tuple[Tensor, ClipPlan]:
 
 @torch.no_grad()
 def score_views(
-    recognizer: BaseRecognizer, views: Sequence[Tensor], settings: TestSettings, device: torch.device
+    recognizer: BaseRecognizer, views: Sequence[Tensor], settings: TestSettings
 ) -> list[Tensor]:
     """Score the views of several videos in shared forwards; one averaged result per video."""
     counts = [int(v.shape[0]) for v in views]
-    batch = torch.cat(list(views), dim=0)
-    chunk = settings.max_testing_views or batch.shape[0]
-    scores = torch.cat(
-        [recognizer(part.to(device, non_blocking=True)).float().cpu() for part in batch.split(chunk)]
-    )
+    scores = recognizer.view_scores(torch.cat(list(views), dim=0), settings.max_testing_views).float().cpu()
     return [
-        recognizer.average_clip(part, count, settings.average_clips)[0]
+        average_clip(part, count, settings.average_clips)[0]
         for part, count in zip(scores.split(counts), counts, strict=True)
     ]
 
@@ -247,7 +238,7 @@ def recognize(
             group = [pending.popleft() for _ in range(min(settings.batch_videos, len(pending)))]
             prepared = [(path, future.result()) for path, future in group]
             refill()
-            scores = score_views(recognizer, [views for _, (views, _) in prepared], settings, device)
+            scores = score_views(recognizer, [views for _, (views, _) in prepared], settings)
             for (path, (views, plan)), score in zip(prepared, scores, strict=True):
                 notice = plan.notice(str(path))
                 if notice and on_notice is not None:

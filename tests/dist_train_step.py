@@ -14,7 +14,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lfbtool.models.recognizer import MMACTION_DEFAULTS, Normalize, Recognizer3D, parse_losses
+from lfbtool.models.normalization import Normalization
+from lfbtool.models.recognizers import Recognizer3D
+from lfbtool.models.registry import MMACTION_K400_TEST
+from lfbtool.models.training import parse_losses
 
 
 class TinyBackbone(nn.Module):
@@ -42,7 +45,7 @@ def main(out_dir: str) -> None:
 
     torch.manual_seed(0)  # same weights on both ranks
     model = Recognizer3D(
-        TinyBackbone(), 5, normalize=Normalize((128.0,) * 3, (64.0,) * 3), defaults=MMACTION_DEFAULTS
+        TinyBackbone(), 5, normalization=Normalization((128.0,) * 3, (64.0,) * 3, 255), defaults=MMACTION_K400_TEST
     )
     torch.manual_seed(100 + rank)  # different data per rank
     batch = {

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from lfbtool.cli import app
 from lfbtool.data.preprocess import resize_clip
 from lfbtool.errors import LfbError
-from lfbtool.models.recognizer import build_recognizer
+from lfbtool.models.recognizer_factory import build_recognizer
 from lfbtool.recognize import RecognizeOptions, load_labels, recognize, resolve_settings
 from lfbtool.synthetic import synthetic_frames, write_frame_dir, write_video
 

@@ -16,16 +16,13 @@ import torchvision
 from torch import nn
 
 from lfbtool.errors import LfbError
-from lfbtool.models.recognizer import (
-    MMACTION_DEFAULTS,
-    BaseRecognizer,
-    Normalize,
-    Recognizer3D,
-    build_recognizer,
-    load_weights,
-    parse_losses,
-    resolve_torchvision_weights,
-)
+from lfbtool.models.checkpoint import load_strict
+from lfbtool.models.normalization import Normalization
+from lfbtool.models.recognizer_factory import build_recognizer
+from lfbtool.models.recognizers import BaseRecognizer, Recognizer3D
+from lfbtool.models.registry import MMACTION_K400_TEST
+from lfbtool.models.training import parse_losses
+from lfbtool.models.weights import resolve_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,8 +73,8 @@ def test_max_testing_views_chunks_concatenate_in_order_bitwise():
     model = Recognizer3D(
         PerViewBackbone(),
         4,
-        normalize=Normalize((128.0,) * 3, (64.0,) * 3),
-        defaults=MMACTION_DEFAULTS,
+        normalization=Normalization((128.0,) * 3, (64.0,) * 3, 255),
+        defaults=MMACTION_K400_TEST,
         dropout=0.0,
     ).eval()
     model.cls_head.fc_cls = PerRowLinear(model.cls_head.fc_cls)
@@ -141,10 +138,10 @@ def test_checkpoint_mismatch_names_the_keys(tmp_path, slowonly):
     state.pop("cls_head.fc_cls.bias")
     state["cls_head.extra.weight"] = torch.zeros(1)
     with pytest.raises(LfbError) as info:
-        load_weights(slowonly, state, source="ckpt.pth")
+        load_strict(slowonly, state, source="ckpt.pth", target="slowonly_r50")
     message = str(info.value)
-    assert "ckpt.pth" in message and "missing 1: cls_head.fc_cls.bias" in message
-    assert "unexpected 1: cls_head.extra.weight" in message and "\n" not in message
+    assert "ckpt.pth" in message and "missing keys [cls_head.fc_cls.bias]" in message
+    assert "unexpected keys [cls_head.extra.weight]" in message and "\n" not in message
 
 
 def test_torchvision_video_checkpoint_infers_classes(tmp_path):
@@ -184,9 +181,9 @@ def test_unknown_names_and_weights_are_clear_errors():
         build_recognizer("resnet9000")
     with pytest.raises(LfbError, match="unknown torchvision image model"):
         build_recognizer("torchvision.not_a_model")
-    with pytest.raises(LfbError, match="not a weight of r3d_18"):
-        resolve_torchvision_weights("r3d_18", "S3D_Weights.KINETICS400_V1")
-    assert str(resolve_torchvision_weights("r3d_18", "KINETICS400_V1")) == "R3D_18_Weights.KINETICS400_V1"
+    with pytest.raises(LfbError, match="not a torchvision weight of r3d_18"):
+        resolve_weights("r3d_18", "S3D_Weights.KINETICS400_V1")
+    assert str(resolve_weights("r3d_18", "KINETICS400_V1")) == "R3D_18_Weights.KINETICS400_V1"
     with pytest.raises(LfbError, match="--weights takes torchvision weights"):
         build_recognizer("slowonly_r50", weights="KINETICS400_V1")
 

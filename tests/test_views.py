@@ -11,7 +11,6 @@ from lfbtool.data.views import (
     cut_crops,
     plan_clips,
     resolve_crop_size,
-    view_index,
     windows_for,
 )
 from lfbtool.errors import LfbError
@@ -108,7 +107,7 @@ def test_crop_size_rules():
         resolve_crop_size("three", 32, 48, 32)
     with pytest.raises(LfbError, match="larger than the resized short side"):
         resolve_crop_size("center", 64, 48, 32)
-    with pytest.raises(LfbError, match="unknown crop mode"):
+    with pytest.raises(LfbError, match="--crops must be one of center, three, ten"):
         resolve_crop_size("five", None, 48, 32)
 
 
@@ -132,4 +131,4 @@ def test_views_are_crop_major():
     ]
     views = crop_major(per_clip)
     assert views.flatten().tolist() == [0, 1, 2, 10, 11, 12]
-    assert view_index(1, 2, num_clips) == 5 and views.flatten()[view_index(1, 0, num_clips)] == 10
+    assert views.flatten()[1 * num_clips + 2] == 12  # view k * num_clips + c is crop k of clip c

@@ -85,7 +85,7 @@ def recognize_command(
     """Classify videos with MMAction2's multi-view test path and print the top classes."""
     import torch
 
-    from lfbtool.models.recognizer import build_recognizer
+    from lfbtool.models.recognizer_factory import build_recognizer
     from lfbtool.recognize import RecognizeOptions, load_labels, recognize, resolve_settings
     from lfbtool.recognize import top_k as best
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lfbtool.data.sampling import CropMode, crop_windows, test_clip_numbers
+from lfbtool.choices import CropMode
+from lfbtool.data.sampling import crop_windows, test_clip_numbers
 from lfbtool.errors import LfbError
 
-CROP_MODES: tuple[str, ...] = ("center", "three", "ten")
-NUM_CROPS: dict[str, int] = {"center": 1, "three": 3, "ten": 10}
+NUM_CROPS: dict[CropMode, int] = {CropMode.center: 1, CropMode.three: 3, CropMode.ten: 10}
 
 CropWindow = tuple[int, int, int, int, bool]
 
@@ -78,9 +78,8 @@ def resolve_crop_size(mode: str, crop_size: int | None, short_side: int, default
     defaults to ``short_side`` and refuses any other size; ``center`` / ``ten`` default to
     ``default`` (the recognizer's test crop).
     """
-    if mode not in CROP_MODES:
-        raise LfbError(f"unknown crop mode {mode!r}; expected one of {', '.join(CROP_MODES)}")
-    if mode == "three":
+    mode = CropMode.parse(mode, "--crops")
+    if mode is CropMode.three:
         if crop_size is not None and crop_size != short_side:
             raise LfbError(
                 f"--crops three spans the short side: --crop-size must equal --short-side ({short_side}) "
@@ -98,7 +97,7 @@ def resolve_crop_size(mode: str, crop_size: int | None, short_side: int, default
 def windows_for(height: int, width: int, crop_size: int, mode: str) -> list[CropWindow]:
     """Crop windows ``(x1, y1, x2, y2, flipped)`` in MMAction2's order, with project errors."""
     try:
-        return crop_windows(height, width, crop_size, _as_mode(mode))
+        return crop_windows(height, width, crop_size, CropMode.parse(mode, "--crops"))
     except ValueError as error:
         raise LfbError(f"cannot crop a {height}x{width} frame: {error}") from error
 
@@ -119,13 +118,3 @@ def crop_major(per_clip: list[torch.Tensor]) -> torch.Tensor:
     """
     return torch.stack(per_clip, dim=1).flatten(0, 1)
 
-
-def view_index(crop: int, clip: int, num_clips: int) -> int:
-    """Position of (crop, clip) in the view axis (crop-major)."""
-    return crop * num_clips + clip
-
-
-def _as_mode(mode: str) -> CropMode:
-    if mode not in CROP_MODES:
-        raise LfbError(f"unknown crop mode {mode!r}; expected one of {', '.join(CROP_MODES)}")
-    return mode  # type: ignore[return-value]
