@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from lfbtool.data.clips import KeyframeClips
     from lfbtool.distributed import DistContext, device_for
     from lfbtool.extract import auto_workers, build_model, clip_settings, load_keyframes, run_extract
-    from lfbtool.synthetic import make_ava_example
-    from lfbtool.synthetic_checkpoint import make_random_detector_checkpoint
+    from lfbtool.testing.checkpoints import make_random_detector_checkpoint
+    from lfbtool.testing.synthetic import make_ava_example
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     data = args.workdir / "data"

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     from lfbtool.models.recognizer_factory import build_recognizer
     from lfbtool.recognize import RecognizeOptions, _prepare, recognize, resolve_settings
-    from lfbtool.synthetic import synthetic_frames, write_video
+    from lfbtool.testing.synthetic import synthetic_frames, write_video
 
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device

@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lfbtool.synthetic import make_ava_example
-from lfbtool.synthetic_checkpoint import make_random_detector_checkpoint
+from lfbtool.testing.checkpoints import make_random_detector_checkpoint
+from lfbtool.testing.synthetic import make_ava_example
 
 
 def main(argv: list[str]) -> None:

@@ -10,26 +10,31 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
+import string
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import tomllib
 
+from lfbtool.choices import KeyframeSource, Pool
 from lfbtool.errors import LfbError
-
-KeyframeSource = Literal["annotated", "proposals"]
-Pool = Literal["avg", "max"]
+from lfbtool.hashing import file_sha256
 
 
 @dataclass
 class ExtractConfig:
-    """Every option of ``lfbtool extract``; the CLI and the TOML file set the same names."""
+    """Every option of ``lfbtool extract``; the CLI and the TOML file set the same names.
+
+    ``clip_len`` / ``frame_interval`` left as None take the backbone's default AVA clip
+    (``BackboneSpec.extract_clip``) when the config is built.
+    """
 
     mode: str = "train"
     out: Path = Path("lfb")
     # inputs
-    keyframes: KeyframeSource = "annotated"
+    keyframes: KeyframeSource = KeyframeSource.annotated
     annotations: Path | None = None
     excluded: Path | None = None
     proposals: Path | None = None
@@ -45,13 +50,13 @@ class ExtractConfig:
     # model
     backbone: str = "slowonly_r50"
     checkpoint: Path | None = None
-    clip_len: int = 4
-    frame_interval: int = 16
+    clip_len: int | None = None
+    frame_interval: int | None = None
     short_side: int = 256
     roi_output_size: int = 8
-    roi_temporal_pool: Pool = "avg"
-    temporal_pool: Pool = "avg"
-    spatial_pool: Pool = "max"
+    roi_temporal_pool: Pool = Pool.avg
+    temporal_pool: Pool = Pool.avg
+    spatial_pool: Pool = Pool.max
     half: bool = True
     # run
     batch_size: int = 1
@@ -63,10 +68,12 @@ class ExtractConfig:
     resume: bool = False
     overwrite: bool = False
     dist_timeout: int = 1800
-    # filled in by resolve(): hashes of the files whose content enters the bank
+    # filled in by hash_inputs(): hashes of the files whose content enters the bank
     input_sha256: dict[str, str] = field(default_factory=dict)
 
 
+#: Options the user may set (the CLI and TOML names); ``input_sha256`` is computed, not set.
+OPTION_FIELDS = tuple(f.name for f in fields(ExtractConfig) if f.name != "input_sha256")
 PATH_FIELDS = {"out", "annotations", "excluded", "proposals", "frames_root", "videos_root", "checkpoint"}
 #: Settings that change how a box's feature is computed: the fingerprint covers these and the checkpoint.
 #: Banks merge only when their fingerprints agree (train and val banks of one model do).
@@ -76,73 +83,132 @@ COMPUTE_FIELDS = (
 )
 #: Settings that choose which keyframes and boxes are stored; a resume must agree on these too.
 SELECTION_FIELDS = ("mode", "keyframes", "score_threshold", "whole_frame_fallback", "input_sha256")
-_CHOICES = {
-    "keyframes": ("annotated", "proposals"),
-    "roi_temporal_pool": ("avg", "max"),
-    "temporal_pool": ("avg", "max"),
-    "spatial_pool": ("avg", "max"),
-}
-_POSITIVE = ("fps", "clip_len", "frame_interval", "short_side", "roi_output_size", "batch_size", "segment_size")
+_POSITIVE = ("fps", "clip_len", "frame_interval", "short_side", "roi_output_size", "batch_size", "segment_size",
+             "dist_timeout")
+_MODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+
+
+def default_of(name: str) -> Any:
+    """The dataclass default of option ``name`` (``--help`` shows these, never a restated copy)."""
+    for item in fields(ExtractConfig):
+        if item.name == name:
+            return item.default
+    raise KeyError(name)
+
+
+def _expected_type(name: str) -> tuple[type, ...]:
+    """The TOML value types option ``name`` accepts, from its annotation."""
+    annotation = str(next(f.type for f in fields(ExtractConfig) if f.name == name))
+    if "bool" in annotation:
+        return (bool,)
+    if "float" in annotation:
+        return (int, float)
+    if "int" in annotation:
+        return (int,)
+    return (str,)
+
+
+def _check_toml_value(path: Path, key: str, name: str, value: Any) -> Any:
+    """A TOML value of the right type: a boolean is a boolean (``"no"`` is an error), integers are
+    integers; enum options must name a member."""
+    expected = _expected_type(name)
+    if isinstance(value, bool) and bool not in expected or not isinstance(value, expected):
+        words = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+        wanted = words[expected[-1]] if expected != (int, float) else "a number"
+        raise LfbError(f"{path}: {key} must be {wanted}, got {value!r}")
+    for enum in (KeyframeSource, Pool):
+        if enum.__name__ in str(next(f.type for f in fields(ExtractConfig) if f.name == name)):
+            return enum.parse(value, f"{path}: {key}")
+    return value
 
 
 def load_toml(path: Path) -> dict[str, Any]:
-    """Read a config file; keys may use dashes or underscores (``clip-len`` or ``clip_len``)."""
+    """Read a config file: an ``[extract]`` table (or bare keys), dashes or underscores in names,
+    values type-checked; anything else (another table, an unknown key) is refused naming the key."""
     try:
         with open(path, "rb") as handle:
             raw = tomllib.load(handle)
     except FileNotFoundError:
         raise LfbError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise LfbError(f"{path}: cannot read the config file ({error})") from None
     except tomllib.TOMLDecodeError as error:
         raise LfbError(f"{path}: not valid TOML ({error})") from None
-    table = raw.get("extract", raw)
-    known = {f.name for f in fields(ExtractConfig)} - {"input_sha256"}
+    if "extract" in raw:
+        others = sorted(k for k in raw if k != "extract")
+        if others:
+            raise LfbError(f"{path}: unknown top-level key {others[0]!r}; options go in the [extract] table")
+        table = raw["extract"]
+        if not isinstance(table, dict):
+            raise LfbError(f"{path}: extract must be a table ([extract])")
+    else:
+        table = raw
     values: dict[str, Any] = {}
     for key, value in table.items():
         name = key.replace("-", "_")
-        if name not in known:
-            raise LfbError(f"{path}: unknown key {key!r}; known keys: {', '.join(sorted(known))}")
-        values[name] = value
+        if name not in OPTION_FIELDS:
+            raise LfbError(f"{path}: unknown key {key!r}; known keys: {', '.join(sorted(OPTION_FIELDS))}")
+        values[name] = _check_toml_value(path, key, name, value)
     return values
 
 
 def build_config(toml_path: Path | None, overrides: dict[str, Any]) -> ExtractConfig:
-    """Defaults, then the TOML file, then every override that is not None (options the user gave)."""
+    """Defaults, then the TOML file, then every override that is not None (options the user gave);
+    ``clip_len``/``frame_interval`` not given anywhere take the backbone's default clip."""
+    unknown = sorted(set(overrides) - set(OPTION_FIELDS))
+    if unknown:
+        raise ValueError(f"not extract options: {unknown}")
     values = load_toml(toml_path) if toml_path is not None else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
     for name in PATH_FIELDS & values.keys():
         if values[name] is not None:
             values[name] = Path(values[name]).expanduser()
     config = ExtractConfig(**values)
-    validate(config, toml_path)
+    config.keyframes = KeyframeSource.parse(config.keyframes, "--keyframes")
+    for name in ("roi_temporal_pool", "temporal_pool", "spatial_pool"):
+        setattr(config, name, Pool.parse(getattr(config, name), f"--{name.replace('_', '-')}"))
+    if config.clip_len is None or config.frame_interval is None:
+        from lfbtool.models.registry import backbone_spec
+
+        clip = backbone_spec(config.backbone).extract_clip
+        config.clip_len = clip.clip_len if config.clip_len is None else config.clip_len
+        config.frame_interval = clip.frame_interval if config.frame_interval is None else config.frame_interval
+    validate(config)
     return config
 
 
-def validate(config: ExtractConfig, source: Path | None = None) -> None:
-    where = f"{source}: " if source else ""
-    for name, choices in _CHOICES.items():
-        if getattr(config, name) not in choices:
-            raise LfbError(f"{where}{name} must be one of {', '.join(choices)}, got {getattr(config, name)!r}")
+def validate(config: ExtractConfig) -> None:
+    """Checks across options; the messages name the command-line options (which the TOML keys mirror)."""
     for name in _POSITIVE:
-        if int(getattr(config, name)) < 1:
-            raise LfbError(f"{where}{name} must be a positive integer, got {getattr(config, name)!r}")
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise LfbError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+    if not _MODE_NAME.fullmatch(config.mode):
+        raise LfbError(f"--mode must be a plain name (letters, digits, _ . + -; names lfb_<mode>.h5), got {config.mode!r}")
+    check_frame_template(config.frame_template)
     if config.frames_root is None and config.videos_root is None:
-        raise LfbError(f"{where}give --frames-root DIR or --videos-root DIR (where the frames come from)")
+        raise LfbError("give --frames-root DIR or --videos-root DIR (where the frames come from)")
     if config.frames_root is not None and config.videos_root is not None:
-        raise LfbError(f"{where}give only one of --frames-root and --videos-root")
-    if config.proposals is None and (config.keyframes == "proposals" or not config.whole_frame_fallback):
-        raise LfbError(f"{where}--proposals FILE is needed (or --keyframes annotated --whole-frame-fallback)")
-    if config.keyframes == "annotated" and config.annotations is None:
-        raise LfbError(f"{where}--keyframes annotated needs --annotations FILE")
+        raise LfbError("give only one of --frames-root and --videos-root")
+    if config.proposals is None and (config.keyframes is KeyframeSource.proposals or not config.whole_frame_fallback):
+        raise LfbError("--proposals FILE is needed (or --keyframes annotated --whole-frame-fallback)")
+    if config.keyframes is KeyframeSource.annotated and config.annotations is None:
+        raise LfbError("--keyframes annotated needs --annotations FILE")
     if config.resume and config.overwrite:
-        raise LfbError(f"{where}--resume and --overwrite exclude each other")
+        raise LfbError("--resume and --overwrite exclude each other")
 
 
-def file_sha256(path: Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
+def check_frame_template(template: str) -> None:
+    """A frame file name template has exactly one integer field (``img_{:05d}.jpg``) and no directory."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+        names = [f for _, f, _, _ in parsed if f is not None]
+        ok = len(names) == 1 and names[0] in ("", "0") and template.format(1) != template.format(2)
+    except (ValueError, IndexError, KeyError):
+        ok = False
+    if not ok or "/" in template or "\\" in template or "\0" in template:
+        raise LfbError(f"--frame-template must be a file name with exactly one integer field like "
+                       f"img_{{:05d}}.jpg, got {template!r}")
 
 
 def hash_inputs(config: ExtractConfig) -> None:

@@ -15,7 +15,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 @dataclass(frozen=True)
 class TinyData:
-    example: object  # lfbtool.synthetic.AvaExample
+    example: object  # lfbtool.testing.synthetic.AvaExample
     checkpoint: Path
 
     def extract_args(self, out: Path, *extra: str, videos: bool = False) -> list[str]:
@@ -34,8 +34,8 @@ class TinyData:
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> TinyData:
-    from lfbtool.synthetic import make_ava_example
-    from lfbtool.synthetic_checkpoint import make_random_detector_checkpoint
+    from lfbtool.testing.checkpoints import make_random_detector_checkpoint
+    from lfbtool.testing.synthetic import make_ava_example
 
     root = tmp_path_factory.mktemp("tiny_ava")
     example = make_ava_example(root, seconds=7, fps=4, height=32, width=43)

@@ -19,11 +19,7 @@ from lfbtool.models import (
     register_backbone,
 )
 from lfbtool.models import registry as registry_module
-
-try:
-    from tests.reference import slowonly_r50_expected_shapes, slowonly_r50_reference
-except ImportError:  # tests/ is not a package: pytest puts it on sys.path
-    from reference import slowonly_r50_expected_shapes, slowonly_r50_reference
+from tests.reference import slowonly_r50_expected_shapes, slowonly_r50_reference
 
 
 @pytest.fixture(scope="module")

@@ -29,9 +29,9 @@ def test_unknown_toml_key_names_file_and_key(tmp_path):
 
 
 def test_invalid_values_are_refused():
-    with pytest.raises(LfbError, match="spatial_pool must be one of avg, max"):
+    with pytest.raises(LfbError, match="--spatial-pool must be one of avg, max, got 'mean'"):
         build_config(None, {**BASE, "spatial_pool": "mean"})
-    with pytest.raises(LfbError, match="clip_len must be a positive integer"):
+    with pytest.raises(LfbError, match="--clip-len must be a positive integer"):
         build_config(None, {**BASE, "clip_len": 0})
     with pytest.raises(LfbError, match="--frames-root"):
         build_config(None, {"proposals": Path("/p.pkl"), "annotations": Path("/a.csv")})
@@ -53,3 +53,72 @@ def test_resume_settings_also_cover_selection_and_name_differences():
     assert "clip_len: 4 (now) vs 8 (existing)" in text
     assert "score_threshold: 0.9 (now) vs 0.5 (existing)" in text
     assert "short_side" not in text
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('half = "no"', r"c\.toml: half must be true or false, got 'no'"),
+        ("half = 1", r"c\.toml: half must be true or false, got 1"),
+        ("clip-len = 4.0", r"c\.toml: clip-len must be an integer, got 4\.0"),
+        ("clip-len = true", r"c\.toml: clip-len must be an integer, got True"),
+        ('clip-len = "4"', r"c\.toml: clip-len must be an integer, got '4'"),
+        ("score-threshold = true", r"c\.toml: score-threshold must be a number, got True"),
+        ("frames-root = 3", r"c\.toml: frames-root must be a string, got 3"),
+        ('spatial-pool = "mean"', r"c\.toml: spatial-pool must be one of avg, max, got 'mean'"),
+    ],
+)
+def test_toml_values_are_type_checked(tmp_path, line, message):
+    toml = tmp_path / "c.toml"
+    toml.write_text(f"[extract]\n{line}\n")
+    with pytest.raises(LfbError, match=message):
+        build_config(toml, {})
+
+
+def test_toml_tables_beside_extract_are_refused(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('[extract]\nclip-len = 4\n[recognize]\nnum-clips = 3\n')
+    with pytest.raises(LfbError, match=r"c\.toml: unknown top-level key 'recognize'"):
+        build_config(toml, {})
+
+
+def test_command_line_errors_are_not_attributed_to_the_toml_file(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('[extract]\nframes-root = "/f"\nproposals = "/p.pkl"\nannotations = "/a.csv"\n')
+    with pytest.raises(LfbError) as info:
+        build_config(toml, {"clip_len": -1})
+    assert str(info.value) == "--clip-len must be a positive integer, got -1"
+
+
+@pytest.mark.parametrize("mode", ["", "../x", "a/b", ".hidden", "tr ain", "x" * 80])
+def test_mode_is_a_plain_name(mode):
+    with pytest.raises(LfbError, match="--mode must be a plain name"):
+        build_config(None, {**BASE, "mode": mode})
+
+
+def test_clip_defaults_come_from_the_backbone_spec():
+    from lfbtool.models import backbone_spec
+
+    clip = backbone_spec("slowonly_r50").extract_clip
+    config = build_config(None, BASE)
+    assert (config.clip_len, config.frame_interval) == (clip.clip_len, clip.frame_interval) == (4, 16)
+    assert build_config(None, {**BASE, "clip_len": 8}).frame_interval == 16
+
+
+def test_every_extract_option_is_a_config_field_and_back():
+    """The CLI passes each option to build_config by name: both lists must be the same."""
+    from typer.main import get_command
+
+    from lfbtool.cli import app
+    from lfbtool.config import OPTION_FIELDS
+
+    command = get_command(app).commands["extract"]
+    assert {p.name for p in command.params} - {"config"} == set(OPTION_FIELDS)
+
+
+@pytest.mark.parametrize("template", ["img.jpg", "img_{}_{}.jpg", "img_{name}.jpg", "img_{:05d", "x/{:05d}.jpg",
+                                      "img_{:s}.jpg"])
+def test_frame_template_has_one_integer_field(template):
+    with pytest.raises(LfbError, match="--frame-template must be a file name with exactly one integer field"):
+        build_config(None, {**BASE, "frame_template": template})
+    assert build_config(None, {**BASE, "frame_template": "frame{:06d}.png"}).frame_template == "frame{:06d}.png"

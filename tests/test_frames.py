@@ -9,7 +9,7 @@ import torch
 
 from lfbtool.data.frames import ClipSource, FrameDirectory, VideoFile, open_source
 from lfbtool.errors import LfbError
-from lfbtool.synthetic import read_frame_dir, synthetic_frames, write_frame_dir, write_video
+from lfbtool.testing.synthetic import read_frame_dir, synthetic_frames, write_frame_dir, write_video
 
 N, H, W, FPS = 40, 24, 32, 8
 

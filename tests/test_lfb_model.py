@@ -16,11 +16,7 @@ from lfbtool.models import (
     RoIFeatureExtractor,
     create_backbone,
 )
-
-try:
-    from tests.reference import slowonly_r50_reference
-except ImportError:
-    from reference import slowonly_r50_reference
+from tests.reference import slowonly_r50_reference
 
 A, B, C0 = 0.75, -0.5, 10.0  # feature map f(y, x) = A*x + B*y + C0 (bilinear sampling is exact on it)
 

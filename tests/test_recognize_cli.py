@@ -19,12 +19,8 @@ from lfbtool.data.preprocess import resize_clip
 from lfbtool.errors import LfbError
 from lfbtool.models.recognizer_factory import build_recognizer
 from lfbtool.recognize import RecognizeOptions, load_labels, recognize, resolve_settings
-from lfbtool.synthetic import synthetic_frames, write_frame_dir, write_video
-
-try:
-    from tests.reference import slowonly_r50_reference
-except ImportError:  # pytest run with tests/ (not the repo root) on sys.path
-    from reference import slowonly_r50_reference
+from lfbtool.testing.synthetic import synthetic_frames, write_frame_dir, write_video
+from tests.reference import slowonly_r50_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = "img_{:05d}.png"

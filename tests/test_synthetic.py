@@ -13,7 +13,7 @@ from lfbtool.data import (
     read_excluded,
     read_proposals,
 )
-from lfbtool.synthetic import make_ava_example, synthetic_frames
+from lfbtool.testing.synthetic import make_ava_example, synthetic_frames
 
 
 @pytest.fixture(scope="module")

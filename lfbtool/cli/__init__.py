@@ -1,15 +1,25 @@
-"""The ``lfbtool`` command line: one Typer app; each command module registers its commands on it.
+"""The ``lfbtool`` command line: one Typer app; each command is a plain function registered here.
 
 Commands parse options and call library functions. A :class:`~lfbtool.errors.LfbError` reaches the
-terminal as one red line (no traceback unless ``--debug``) and sets the exit code.
+terminal as one red line (no traceback unless ``--debug``) and sets the exit code; any other
+exception is one line too, with a hint how to see its traceback.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
+
+from lfbtool.cli.backbones_cmd import backbones_command
+from lfbtool.cli.bank_cmds import export_command, import_command, inspect_command
+from lfbtool.cli.extract_cmd import extract_command, merge_command
+from lfbtool.cli.recognize_cmd import recognize_command
+from lfbtool.cli.verify_cmd import verify_command
+
+DEBUG_VARIABLE = "LFBTOOL_DEBUG"
 
 app = typer.Typer(
     name="lfbtool",
@@ -21,28 +31,42 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
-) -> None:
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
     if debug:
-        os.environ["LFBTOOL_DEBUG"] = "1"
+        os.environ[DEBUG_VARIABLE] = "1"
+
+
+app.command("extract")(extract_command)
+app.command("merge")(merge_command)
+app.command("verify")(verify_command)
+app.command("inspect")(inspect_command)
+app.command("export")(export_command)
+app.command("import")(import_command)
+app.command("recognize")(recognize_command)
+app.command("backbones")(backbones_command)
 
 
 def main() -> None:
-    """Console-script entry point: run the app, turn project errors into one line and an exit code."""
-    from lfbtool.console import is_node_leader, print_error
+    """Console-script entry point: run the app, turn every error into one line and an exit code."""
+    from lfbtool.console import print_error
     from lfbtool.errors import LfbError
+    from lfbtool.runtime import is_node_leader
 
     try:
         app()
     except LfbError as error:
-        if os.environ.get("LFBTOOL_DEBUG") == "1":
+        if os.environ.get(DEBUG_VARIABLE) == "1":
             raise
         if is_node_leader() or not error.all_ranks:  # an error every rank shares: once per node's log
             print_error(str(error))
         sys.exit(error.exit_code)
-
-
-# Command modules register themselves on `app` when imported (ruff: E402/F401/I001 off for this file).
-from lfbtool.cli import backbones_cmd, bank_cmds, extract_cmd, recognize_cmd
-from lfbtool.cli import verify_cmd
+    except KeyboardInterrupt:
+        print_error("interrupted; finished work is kept (rerun with --resume where the command has it)")
+        sys.exit(130)
+    except Exception as error:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if os.environ.get(DEBUG_VARIABLE) == "1":
+            raise
+        first = (str(error).strip().splitlines() or [""])[0]
+        print_error(f"internal error: {type(error).__name__}: {first} "
+                    f"(rerun with --debug or {DEBUG_VARIABLE}=1 to see the traceback)")
+        sys.exit(1)

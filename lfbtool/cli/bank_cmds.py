@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from lfbtool.cli import app
+from lfbtool.choices import ExportFormat
+from lfbtool.cli.options import BankArgument, Force
 from lfbtool.console import stdout
-
-
-class ExportFormat(str, Enum):
-    mmaction_pkl = "mmaction-pkl"
-    npz_dir = "npz-dir"
 
 
 def _size(n: int) -> str:
@@ -34,13 +29,39 @@ def _histogram(dist: dict[str, Any]) -> str:
     return f"min {dist['min']}, mean {dist['mean']}, max {dist['max']}  ({bars})"
 
 
-@app.command("inspect")
+def _settings_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
+    """The extraction settings that matter, from the bank's recorded config, in a few rows."""
+    config = info["config"] if isinstance(info["config"], dict) else {}
+    if config.get("source") == "mmaction2-pkl":
+        return [("source", f"imported from MMAction2 pickle {config.get('imported_from', '?')}")]
+    if "merged_from" in config:
+        return [("source", f"merged from {len(config['merged_from'])} banks (see --config)")]
+    if not config:
+        return []
+    checkpoint = config.get("checkpoint") or "-"
+    sha = str(info["checkpoint_sha256"] or config.get("checkpoint_sha256") or "")
+    pools = (f"RoI {config.get('roi_output_size')}x{config.get('roi_output_size')} after temporal "
+             f"{config.get('roi_temporal_pool')}; head temporal {config.get('temporal_pool')}, "
+             f"spatial {config.get('spatial_pool')}")
+    return [
+        ("backbone", str(config.get("backbone", "-"))),
+        ("checkpoint", f"{checkpoint} (sha256 {sha[:12]})" if sha else checkpoint),
+        ("clip", f"{config.get('clip_len')} x {config.get('frame_interval')} frames at {config.get('fps')} fps, "
+                 f"short side {config.get('short_side')}"),
+        ("pooling", pools),
+        ("precision", f"compute {config.get('precision', 'fp32')}, stored {info['dtype']}"),
+        ("keyframes", f"{config.get('keyframes')} (score >= {config.get('score_threshold')}"
+                      f"{', whole-frame fallback' if config.get('whole_frame_fallback') else ''})"),
+    ]
+
+
 def inspect_command(
-    bank: Path = typer.Argument(..., help="Bank file (lfb_<mode>.h5)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-    video: str | None = typer.Option(None, "--video", help="Also list the keyframes of this video."),
+    bank: BankArgument,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON (everything, config included).")] = False,
+    show_config: Annotated[bool, typer.Option("--config", help="Also print the whole extraction config.")] = False,
+    video: Annotated[str | None, typer.Option("--video", help="Also list the keyframes of this video.")] = None,
 ) -> None:
-    """Show a bank's format, sizes, boxes per keyframe, config and checkpoint; or one video's keys."""
+    """Show a bank's format, sizes, boxes per keyframe and the settings it was built with; or one video's keys."""
     from lfbtool.bank.inspect import inspect_bank
 
     info = inspect_bank(bank, video=video)
@@ -50,20 +71,16 @@ def inspect_command(
     table = Table("field", "value", title=str(bank), show_header=False)
     ts = info["timestamp_range"]
     rows = [
-        ("format", f"{info['format']} v{info['format_version']}"),
-        ("mode", str(info["mode"])),
-        ("features", f"{info['feature_dim']}-d {info['dtype']}"),
-        ("videos", str(info["videos"])),
-        ("keyframes", str(info["keyframes"])),
-        ("boxes", f"{info['boxes']} ({info['boxes_without_score']} without a score)"),
+        ("format", f"{info['format']} v{info['format_version']}, mode {info['mode']}, {_size(info['file_size'])}"),
+        ("contents", f"{info['videos']} videos, {info['keyframes']} keyframes, {info['boxes']} boxes "
+                     f"({info['boxes_without_score']} without a score), {info['feature_dim']}-d {info['dtype']}"),
         ("boxes per keyframe", _histogram(info["boxes_per_keyframe"])),
         ("timestamps", f"{ts[0]} .. {ts[1]} s" if ts else "-"),
-        ("file size", _size(info["file_size"])),
-        ("config fingerprint", str(info["config_fingerprint"])),
-        ("checkpoint sha256", str(info["checkpoint_sha256"]) or "- (none)"),
-        ("created by", str(info["created_by"])),
-        ("config", json.dumps(info["config"], sort_keys=True)),
+        *_settings_rows(info),
+        ("fingerprint", f"{info['config_fingerprint']}, {info['created_by']}"),
     ]
+    if show_config:
+        rows.append(("config", json.dumps(info["config"], sort_keys=True)))
     for name, value in rows:
         table.add_row(name, value)
     stdout.print(table)
@@ -80,12 +97,11 @@ def inspect_command(
         stdout.print(keys)
 
 
-@app.command("export")
 def export_command(
-    bank: Path = typer.Argument(..., help="Bank file (lfb_<mode>.h5)."),
-    format: ExportFormat = typer.Option(..., "--format", help="mmaction-pkl (one torch.save file) or npz-dir."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output file (mmaction-pkl) or directory (npz-dir)."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output."),
+    bank: BankArgument,
+    format: Annotated[ExportFormat, typer.Option("--format", help="mmaction-pkl (one torch.save file) or npz-dir.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output file (mmaction-pkl) or directory (npz-dir).")],
+    force: Force = False,
 ) -> None:
     """Write the bank as MMAction2's LFB pickle, or as one .npz per video."""
     from lfbtool.bank.export import export_mmaction_pkl, export_npz_dir
@@ -98,12 +114,11 @@ def export_command(
     )
 
 
-@app.command("import")
 def import_command(
-    pkl: Path = typer.Argument(..., help="MMAction2 bank (lfb_<mode>.pkl)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Bank file to write (lfb_<mode>.h5)."),
-    mode: str | None = typer.Option(None, "--mode", help="Dataset mode; default from the name lfb_<mode>.pkl."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output."),
+    pkl: Annotated[Path, typer.Argument(help="MMAction2 bank (lfb_<mode>.pkl).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Bank file to write (lfb_<mode>.h5).")],
+    mode: Annotated[str | None, typer.Option("--mode", help="Dataset mode; default from the name lfb_<mode>.pkl.")] = None,
+    force: Force = False,
 ) -> None:
     """Convert an MMAction2 LFB pickle into a bank, loading it without running pickled code."""
     from lfbtool.bank.mmaction_import import import_mmaction_pkl

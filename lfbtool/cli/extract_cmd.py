@@ -4,60 +4,79 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from lfbtool.cli import app
-from lfbtool.console import is_main_process, stdout
+from lfbtool.choices import KeyframeSource, OnConflict, Pool
+from lfbtool.cli.options import Force
+from lfbtool.config import build_config, default_of
+from lfbtool.console import stdout
+from lfbtool.errors import LfbError
+from lfbtool.keys import key_text
+from lfbtool.runtime import is_main_process
 
 _INPUTS = "Inputs"
 _MODEL = "Model"
 _RUN = "Run"
 
 
-@app.command("extract")
+def _opt(help_text: str, *names: str, panel: str | None = None, default: str | None = None) -> typer.models.OptionInfo:
+    """An extract option whose ``--help`` ends with its default, read from ExtractConfig (never restated)."""
+    suffix = f" (default: {default_of(default)})" if default is not None else ""
+    return typer.Option(*names, help=help_text + suffix, rich_help_panel=panel)
+
+
 def extract_command(
-    out: Path | None = typer.Option(None, "--out", "-o", help="Output directory (bank: OUT/lfb_{mode}.h5)."),
-    mode: str | None = typer.Option(None, help="Dataset mode, names the bank file (default: train)."),
-    config: Path | None = typer.Option(None, "--config", help="TOML file setting any option; options given here win."),
-    keyframes: str | None = typer.Option(None, help="annotated (MMAction2) | proposals (original LFB).", rich_help_panel=_INPUTS),
-    annotations: Path | None = typer.Option(None, help="AVA annotation CSV.", rich_help_panel=_INPUTS),
-    excluded: Path | None = typer.Option(None, help="Excluded-timestamps CSV.", rich_help_panel=_INPUTS),
-    proposals: Path | None = typer.Option(None, help="Person proposals (.pkl or .csv).", rich_help_panel=_INPUTS),
-    score_threshold: float | None = typer.Option(None, help="Keep proposals scoring at least this (default: 0.9).", rich_help_panel=_INPUTS),
-    whole_frame_fallback: bool | None = typer.Option(None, "--whole-frame-fallback/--no-whole-frame-fallback", help="Keyframes without proposals get box [0,0,1,1] (MMAction2) instead of being skipped.", rich_help_panel=_INPUTS),
-    frames_root: Path | None = typer.Option(None, help="DIR/<video_id>/img_00001.jpg ...", rich_help_panel=_INPUTS),
-    videos_root: Path | None = typer.Option(None, help="DIR/<video_id>.<ext>, decoded with PyAV.", rich_help_panel=_INPUTS),
-    frame_template: str | None = typer.Option(None, help="Frame file name template (default: img_{:05d}.jpg).", rich_help_panel=_INPUTS),
-    video_ext: str | None = typer.Option(None, help="Video file extension (default: mp4).", rich_help_panel=_INPUTS),
-    fps: int | None = typer.Option(None, help="Frames per second of the frames (default: 30).", rich_help_panel=_INPUTS),
-    timestamp_start: int | None = typer.Option(None, help="Timestamp of the first frame (default: 900).", rich_help_panel=_INPUTS),
-    start_index: int | None = typer.Option(None, help="Number of the first frame file (default: 1).", rich_help_panel=_INPUTS),
-    backbone: str | None = typer.Option(None, help="Backbone name (see `lfbtool backbones`) (default: slowonly_r50).", rich_help_panel=_MODEL),
-    checkpoint: Path | None = typer.Option(None, help="Detector/backbone checkpoint (MMAction2/MMEngine or state_dict).", rich_help_panel=_MODEL),
-    clip_len: int | None = typer.Option(None, help="Frames per clip (default: 4).", rich_help_panel=_MODEL),
-    frame_interval: int | None = typer.Option(None, help="Frames between sampled frames (default: 16).", rich_help_panel=_MODEL),
-    short_side: int | None = typer.Option(None, help="Resize so the short side is this (default: 256).", rich_help_panel=_MODEL),
-    roi_output_size: int | None = typer.Option(None, help="RoIAlign output size (default: 8).", rich_help_panel=_MODEL),
-    roi_temporal_pool: str | None = typer.Option(None, help="avg|max over time before RoIAlign (default: avg).", rich_help_panel=_MODEL),
-    temporal_pool: str | None = typer.Option(None, help="LFB head temporal pool avg|max (default: avg).", rich_help_panel=_MODEL),
-    spatial_pool: str | None = typer.Option(None, help="LFB head spatial pool avg|max (default: max).", rich_help_panel=_MODEL),
-    half: bool | None = typer.Option(None, "--half/--no-half", help="Store fp16 features (default: half).", rich_help_panel=_MODEL),
-    batch_size: int | None = typer.Option(None, help="Keyframes per forward (default: 1).", rich_help_panel=_RUN),
-    num_workers: int | None = typer.Option(None, help="DataLoader workers decoding clips (default: auto: up to 4 with CUDA, 0 on CPU where the forward uses every core).", rich_help_panel=_RUN),
-    device: str | None = typer.Option(None, help="auto | cpu | cuda | cuda:N (default: auto: cuda:LOCAL_RANK if present).", rich_help_panel=_RUN),
-    segment_size: int | None = typer.Option(None, help="Keyframes per crash-safe shard segment (default: 64).", rich_help_panel=_RUN),
-    merge: bool | None = typer.Option(None, "--merge/--no-merge", help="Merge shards into the bank at the end (default: merge).", rich_help_panel=_RUN),
-    keep_shards: bool | None = typer.Option(None, "--keep-shards/--no-keep-shards", help="Keep shards after merging.", rich_help_panel=_RUN),
-    resume: bool | None = typer.Option(None, "--resume/--no-resume", help="Continue an interrupted run in OUT.", rich_help_panel=_RUN),
-    overwrite: bool | None = typer.Option(None, "--overwrite/--no-overwrite", help="Delete an earlier run's results in OUT first.", rich_help_panel=_RUN),
-    dist_timeout: int | None = typer.Option(None, help="torchrun process-group timeout, seconds (default: 1800).", rich_help_panel=_RUN),
+    out: Annotated[Path | None, _opt("Output directory (bank: OUT/lfb_{mode}.h5).", "--out", "-o", default="out")] = None,
+    mode: Annotated[str | None, _opt("Dataset mode, names the bank file.", default="mode")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file setting any option; options given here win.")] = None,
+    keyframes: Annotated[KeyframeSource | None, _opt("annotated (MMAction2) | proposals (original LFB).", panel=_INPUTS, default="keyframes")] = None,
+    annotations: Annotated[Path | None, _opt("AVA annotation CSV.", panel=_INPUTS)] = None,
+    excluded: Annotated[Path | None, _opt("Excluded-timestamps CSV.", panel=_INPUTS)] = None,
+    proposals: Annotated[Path | None, _opt("Person proposals (.pkl or .csv).", panel=_INPUTS)] = None,
+    score_threshold: Annotated[float | None, _opt("Keep proposals scoring at least this.", panel=_INPUTS, default="score_threshold")] = None,
+    whole_frame_fallback: Annotated[bool | None, _opt("Keyframes without proposals get box [0,0,1,1] (MMAction2) instead of being skipped.", "--whole-frame-fallback/--no-whole-frame-fallback", panel=_INPUTS, default="whole_frame_fallback")] = None,
+    frames_root: Annotated[Path | None, _opt("DIR/<video_id>/img_00001.jpg ...", panel=_INPUTS)] = None,
+    videos_root: Annotated[Path | None, _opt("DIR/<video_id>.<ext>, decoded with PyAV.", panel=_INPUTS)] = None,
+    frame_template: Annotated[str | None, _opt("Frame file name template.", panel=_INPUTS, default="frame_template")] = None,
+    video_ext: Annotated[str | None, _opt("Video file extension.", panel=_INPUTS, default="video_ext")] = None,
+    fps: Annotated[int | None, _opt("Frames per second of the frames.", panel=_INPUTS, default="fps")] = None,
+    timestamp_start: Annotated[int | None, _opt("Timestamp of the first frame.", panel=_INPUTS, default="timestamp_start")] = None,
+    start_index: Annotated[int | None, _opt("Number of the first frame file.", panel=_INPUTS, default="start_index")] = None,
+    backbone: Annotated[str | None, _opt("Backbone name (see `lfbtool backbones`).", panel=_MODEL, default="backbone")] = None,
+    checkpoint: Annotated[Path | None, _opt("Detector/backbone checkpoint (MMAction2/MMEngine/MMCV or state_dict).", panel=_MODEL)] = None,
+    clip_len: Annotated[int | None, _opt("Frames per clip (default: the backbone's AVA clip).", panel=_MODEL)] = None,
+    frame_interval: Annotated[int | None, _opt("Frames between sampled frames (default: the backbone's AVA clip).", panel=_MODEL)] = None,
+    short_side: Annotated[int | None, _opt("Resize so the short side is this.", panel=_MODEL, default="short_side")] = None,
+    roi_output_size: Annotated[int | None, _opt("RoIAlign output size.", panel=_MODEL, default="roi_output_size")] = None,
+    roi_temporal_pool: Annotated[Pool | None, _opt("avg|max over time before RoIAlign.", panel=_MODEL, default="roi_temporal_pool")] = None,
+    temporal_pool: Annotated[Pool | None, _opt("LFB head temporal pool.", panel=_MODEL, default="temporal_pool")] = None,
+    spatial_pool: Annotated[Pool | None, _opt("LFB head spatial pool.", panel=_MODEL, default="spatial_pool")] = None,
+    half: Annotated[bool | None, _opt("Store fp16 features.", "--half/--no-half", panel=_MODEL, default="half")] = None,
+    batch_size: Annotated[int | None, _opt("Keyframes per forward.", panel=_RUN, default="batch_size")] = None,
+    num_workers: Annotated[int | None, _opt("DataLoader workers decoding clips (default: auto: up to 4 with CUDA, 0 on CPU where the forward uses every core).", panel=_RUN)] = None,
+    device: Annotated[str | None, _opt("auto | cpu | cuda | cuda:N (auto: cuda:LOCAL_RANK if present).", panel=_RUN, default="device")] = None,
+    segment_size: Annotated[int | None, _opt("Keyframes per crash-safe shard segment.", panel=_RUN, default="segment_size")] = None,
+    merge: Annotated[bool | None, _opt("Merge shards into the bank at the end.", "--merge/--no-merge", panel=_RUN, default="merge")] = None,
+    keep_shards: Annotated[bool | None, _opt("Keep shards after merging.", "--keep-shards/--no-keep-shards", panel=_RUN, default="keep_shards")] = None,
+    resume: Annotated[bool | None, _opt("Continue an interrupted run in OUT.", "--resume/--no-resume", panel=_RUN, default="resume")] = None,
+    overwrite: Annotated[bool | None, _opt("Delete an earlier run's results in OUT first.", "--overwrite/--no-overwrite", panel=_RUN, default="overwrite")] = None,
+    dist_timeout: Annotated[int | None, _opt("torchrun process-group timeout, seconds.", panel=_RUN, default="dist_timeout")] = None,
 ) -> None:
     """Extract a Long-Term Feature Bank (one process, or every rank under torchrun)."""
-    overrides = {k: v for k, v in locals().items() if k != "config"}
-    from lfbtool.config import build_config
     from lfbtool.extract import run_extract
 
+    overrides = dict(
+        out=out, mode=mode, keyframes=keyframes, annotations=annotations, excluded=excluded, proposals=proposals,
+        score_threshold=score_threshold, whole_frame_fallback=whole_frame_fallback, frames_root=frames_root,
+        videos_root=videos_root, frame_template=frame_template, video_ext=video_ext, fps=fps,
+        timestamp_start=timestamp_start, start_index=start_index, backbone=backbone, checkpoint=checkpoint,
+        clip_len=clip_len, frame_interval=frame_interval, short_side=short_side, roi_output_size=roi_output_size,
+        roi_temporal_pool=roi_temporal_pool, temporal_pool=temporal_pool, spatial_pool=spatial_pool, half=half,
+        batch_size=batch_size, num_workers=num_workers, device=device, segment_size=segment_size, merge=merge,
+        keep_shards=keep_shards, resume=resume, overwrite=overwrite, dist_timeout=dist_timeout,
+    )
     result = run_extract(build_config(config, overrides))
     if is_main_process():
         print_extract_summary(result)
@@ -78,7 +97,7 @@ def print_extract_summary(result) -> None:
     reasons = Counter(s.reason for s in result.skipped)
     detail = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
     rows.append(("skipped", f"{len(result.skipped)} ({detail})" if result.skipped else "0"))
-    rows.extend(("", f"{item.video_id},{item.timestamp:04d}: {item.reason}") for item in result.skipped[:5])
+    rows.extend(("", f"{key_text(item.video_id, item.timestamp)}: {item.reason}") for item in result.skipped[:5])
     if result.output is not None:
         rows.append(("output", str(result.output)))
         rows.append(("size", f"{result.size_bytes / 1e6:.2f} MB"))
@@ -90,30 +109,28 @@ def print_extract_summary(result) -> None:
         stdout.print(f"{name:<11}{value}", markup=False)
 
 
-@app.command("merge")
 def merge_command(
-    inputs: list[Path] = typer.Argument(..., help="An extract OUT directory (its shards), or bank files to merge."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Output bank (required when merging banks)."),
-    mode: str = typer.Option("train", help="Mode of the shards to merge (OUT/lfb_{mode}.h5)."),
-    on_conflict: str = typer.Option("error", help="A key stored twice with different rows: error | first."),
-    keep_shards: bool = typer.Option(False, "--keep-shards", help="Keep the shards after merging."),
+    inputs: Annotated[list[Path], typer.Argument(help="An extract OUT directory (its shards), or bank files to merge.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output bank (required when merging banks).")] = None,
+    mode: Annotated[str, typer.Option(help="Mode of the shards to merge (OUT/lfb_{mode}.h5).")] = "train",
+    on_conflict: Annotated[OnConflict, typer.Option(help="A key stored twice with different rows: error | first.")] = OnConflict.error,
+    keep_shards: Annotated[bool, typer.Option("--keep-shards", help="Keep the shards after merging.")] = False,
+    force: Force = False,
 ) -> None:
     """Merge an extraction's shards, or several banks (e.g. train + val), streaming in bounded memory."""
     from lfbtool.bank import format as fmt
     from lfbtool.bank.merge import merge_banks, merge_shards
-    from lfbtool.errors import LfbError
+    from lfbtool.bank.shards import shards_dir
 
-    if on_conflict not in ("error", "first"):
-        raise LfbError(f"--on-conflict must be error or first, got {on_conflict!r}")
     if len(inputs) == 1 and inputs[0].is_dir():
-        from lfbtool.bank.shards import shards_dir
-
         bank = output or fmt.bank_path(inputs[0], mode)
         merge_shards(shards_dir(inputs[0]), bank, keep_shards=keep_shards, on_conflict=on_conflict)
         stdout.print(f"merged shards of {inputs[0]} into {bank}")
         return
     if output is None:
         raise LfbError("merging banks needs --output/-o FILE.h5")
+    if output.exists() and not force:
+        raise LfbError(f"{output}: already exists; pass --force to replace it")
     report = merge_banks(inputs, output, on_conflict=on_conflict)
     stdout.print(f"merged {len(inputs)} banks into {report.output}: {report.keys} keyframes, {report.rows} rows")
     if report.identical_duplicates:

@@ -10,12 +10,10 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from lfbtool.cli import app
 from lfbtool.console import stderr, stdout
 from lfbtool.errors import LfbError
 
 
-@app.command("recognize")
 def recognize_command(
     inputs: list[str] = typer.Argument(
         ..., help="Video files or frame directories; @list.txt reads one path per line."

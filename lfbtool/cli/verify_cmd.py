@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import typer
-
-from lfbtool.cli import app
+from lfbtool.cli.options import BankArgument
 from lfbtool.console import stdout
 
 
-@app.command("verify")
-def verify_command(
-    bank: Path = typer.Argument(..., help="Bank file (lfb_<mode>.h5) to check."),
-) -> None:
+def verify_command(bank: BankArgument) -> None:
     """Check format version, offsets, sort order, row counts and NaN/Inf; exit 2 at the first problem."""
     from lfbtool.bank.verify import check_bank
 

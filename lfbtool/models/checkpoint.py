@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lfbtool.config import file_sha256
 from lfbtool.errors import LfbError
+from lfbtool.hashing import file_sha256
 from lfbtool.safe_pickle import torch_load
 
 __all__ = ["read_checkpoint", "load_strict", "load_backbone_weights", "checkpoint_sha256"]
