@@ -6,21 +6,16 @@ returns them and the caller (extract loop, bank writer) stores them.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import Tensor, nn
+
+from lfbtool.choices import Pool
 
 __all__ = ["LFBHead"]
 
-Pool = Literal["avg", "max"]
 
-
-def _pool(mode: Pool, size: tuple[int | None, int | None, int | None], what: str) -> nn.Module:
-    if mode == "avg":
-        return nn.AdaptiveAvgPool3d(size)
-    if mode == "max":
-        return nn.AdaptiveMaxPool3d(size)
-    raise ValueError(f"{what} must be 'avg' or 'max', got {mode!r}")
+def _pool(mode: Pool | str, size: tuple[int | None, int | None, int | None], what: str) -> nn.Module:
+    pool = Pool.parse(mode, what)
+    return nn.AdaptiveAvgPool3d(size) if pool is Pool.avg else nn.AdaptiveMaxPool3d(size)
 
 
 class LFBHead(nn.Module):
@@ -30,7 +25,8 @@ class LFBHead(nn.Module):
     input precision; the cast to fp16 (``half=True``) comes last, as in MMAction2.
     """
 
-    def __init__(self, temporal_pool: Pool = "avg", spatial_pool: Pool = "max", half: bool = True) -> None:
+    def __init__(self, temporal_pool: Pool | str = Pool.avg, spatial_pool: Pool | str = Pool.max,
+                 half: bool = True) -> None:
         super().__init__()
         self.temporal_pool = _pool(temporal_pool, (1, None, None), "temporal_pool")
         self.spatial_pool = _pool(spatial_pool, (None, 1, 1), "spatial_pool")
