@@ -1,18 +1,23 @@
-"""Independent functional SlowOnly-R50 forward, for checking lfbtool's module version.
+"""Independent functional forwards of MMAction2's ResNet3d trunks, for checking lfbtool's modules.
 
-Written from MMAction2's ResNet3dSlowOnly description only with torch.nn.functional, reading weights
-by their MMAction2 key names. It must not import lfbtool.models.
+Written from MMAction2's ResNet3d / ResNet3dSlowOnly / ResNet3dSlowFast and MMCV's NonLocal3d
+descriptions only, with torch.nn.functional, reading weights by their MMAction2 key names. It must
+not import lfbtool.models.
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 BN_EPS = 1e-5
 STAGES = (3, 4, 6, 3)  # bottlenecks per stage (ResNet-50)
+DEPTH_STAGES = {50: STAGES, 101: (3, 4, 23, 3)}
 STAGE_SPATIAL_STRIDE = (1, 2, 2, 1)
 STAGE_INFLATED = (False, False, True, True)  # 3x1x1 temporal kernel in conv1 of every block
+NL_R50 = ((0, 0, 0), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 0, 0))  # MMAction2 non-local SlowOnly
+FAST_BASE = 8  # 64 / channel_ratio 8
 
 
 def _conv_bn(sd: dict[str, Tensor], name: str, x: Tensor, stride, padding, relu: bool) -> Tensor:
@@ -31,7 +36,25 @@ def _conv_bn(sd: dict[str, Tensor], name: str, x: Tensor, stride, padding, relu:
     return F.relu(x) if relu else x
 
 
-def _bottleneck(sd: dict[str, Tensor], name: str, x: Tensor, stride: int, inflated: bool) -> Tensor:
+def _non_local(sd: dict[str, Tensor], name: str, x: Tensor) -> Tensor:
+    """Embedded Gaussian, sub-sampled (spatial 2x2 max-pool on g and phi), scaled by 1/sqrt(C/2)."""
+    n, c, t, h, w = x.shape
+    inter = c // 2
+
+    def project(key: str, pool: bool) -> Tensor:
+        y = F.conv3d(x, sd[f"{name}.{key}.conv.weight"], sd[f"{name}.{key}.conv.bias"])
+        if pool:
+            y = F.max_pool3d(y, (1, 2, 2), (1, 2, 2))
+        return y.reshape(n, inter, -1)
+
+    theta, phi, g = project("theta", False), project("phi.0", True), project("g.0", True)
+    attention = torch.softmax(torch.bmm(theta.transpose(1, 2), phi) / inter**0.5, dim=-1)  # [n, THW, T'H'W']
+    y = torch.bmm(attention, g.transpose(1, 2)).transpose(1, 2).reshape(n, inter, t, h, w)
+    return x + _conv_bn(sd, f"{name}.conv_out", y, (1, 1, 1), (0, 0, 0), False)
+
+
+def _bottleneck(sd: dict[str, Tensor], name: str, x: Tensor, stride: int, inflated: bool,
+                non_local: bool = False) -> Tensor:
     if inflated:
         out = _conv_bn(sd, f"{name}.conv1", x, (1, 1, 1), (1, 0, 0), True)
     else:
@@ -42,41 +65,112 @@ def _bottleneck(sd: dict[str, Tensor], name: str, x: Tensor, stride: int, inflat
         identity = _conv_bn(sd, f"{name}.downsample", x, (1, stride, stride), (0, 0, 0), False)
     else:
         identity = x
-    return F.relu(out + identity)
+    out = F.relu(out + identity)
+    return _non_local(sd, f"{name}.non_local_block", out) if non_local else out
+
+
+def _stem(sd: dict[str, Tensor], prefix: str, x: Tensor, kernel_t: int) -> Tensor:
+    x = _conv_bn(sd, f"{prefix}conv1", x, (1, 2, 2), (kernel_t // 2, 3, 3), True)
+    return F.max_pool3d(x, kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+
+
+def _stage(sd: dict[str, Tensor], prefix: str, x: Tensor, stage: int, blocks: int, inflated: bool,
+           non_local: tuple[int, ...] | None = None) -> Tensor:
+    for block in range(blocks):
+        stride = STAGE_SPATIAL_STRIDE[stage] if block == 0 else 1
+        flag = bool(non_local[block]) if non_local else False
+        x = _bottleneck(sd, f"{prefix}layer{stage + 1}.{block}", x, stride, inflated, flag)
+    return x
+
+
+def slowonly_reference(state_dict: dict[str, Tensor], x: Tensor, *, depth: int = 50,
+                       non_local: tuple[tuple[int, ...], ...] | None = None) -> Tensor:
+    """SlowOnly R50/R101 (optionally non-local): [N, 3, T, H, W] -> [N, 2048, T, H/16, W/16]."""
+    x = _stem(state_dict, "", x, 1)
+    for stage, blocks in enumerate(DEPTH_STAGES[depth]):
+        x = _stage(state_dict, "", x, stage, blocks, STAGE_INFLATED[stage], non_local[stage] if non_local else None)
+    return x
 
 
 def slowonly_r50_reference(state_dict: dict[str, Tensor], x: Tensor) -> Tensor:
     """[N, 3, T, H, W] normalized input -> [N, 2048, T, H/16, W/16] features."""
-    x = _conv_bn(state_dict, "conv1", x, (1, 2, 2), (0, 3, 3), True)
-    x = F.max_pool3d(x, kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+    return slowonly_reference(state_dict, x)
+
+
+def slowfast_r50_reference(state_dict: dict[str, Tensor], x: Tensor, *, rate: int, speed: int,
+                           fusion_kernel: int) -> tuple[Tensor, Tensor]:
+    """SlowFast R50: slow sees frames 0, rate, 2 rate, ...; fast every (rate // speed)-th frame; after the
+    stem and stages 1-3 the fast map goes through a temporal-stride-``speed`` conv into the slow one."""
+    sd = state_dict
+    slow = _stem(sd, "slow_path.", x[:, :, ::rate], 1)
+    fast = _stem(sd, "fast_path.", x[:, :, :: rate // speed], 5)
+    pad = (fusion_kernel - 1) // 2
+
+    def fuse(slow: Tensor, fast: Tensor, name: str) -> Tensor:
+        lateral = F.conv3d(fast, sd[f"slow_path.{name}.conv.weight"], None, (speed, 1, 1), (pad, 0, 0))
+        return torch.cat([slow, lateral], dim=1)
+
+    slow = fuse(slow, fast, "conv1_lateral")
     for stage, blocks in enumerate(STAGES):
-        for block in range(blocks):
-            stride = STAGE_SPATIAL_STRIDE[stage] if block == 0 else 1
-            x = _bottleneck(state_dict, f"layer{stage + 1}.{block}", x, stride, STAGE_INFLATED[stage])
-    return x
+        slow = _stage(sd, "slow_path.", slow, stage, blocks, STAGE_INFLATED[stage])
+        fast = _stage(sd, "fast_path.", fast, stage, blocks, True)
+        if stage < 3:
+            slow = fuse(slow, fast, f"layer{stage + 1}_lateral")
+    return slow, fast
+
+
+class _Shapes(dict):
+    def conv_module(self, name: str, cin: int, cout: int, kernel: tuple[int, int, int], bn: bool = True,
+                    bias: bool = False) -> None:
+        self[f"{name}.conv.weight"] = (cout, cin, *kernel)
+        if bias:
+            self[f"{name}.conv.bias"] = (cout,)
+        if bn:
+            for buf in ("weight", "bias", "running_mean", "running_var"):
+                self[f"{name}.bn.{buf}"] = (cout,)
+            self[f"{name}.bn.num_batches_tracked"] = ()
+
+    def trunk(self, prefix: str, *, depth: int = 50, base: int = 64, conv1_t: int = 1,
+              inflated: tuple[bool, ...] = STAGE_INFLATED, non_local=None, lateral=(0, 0, 0, 0)) -> None:
+        self.conv_module(f"{prefix}conv1", 3, base, (conv1_t, 7, 7))
+        inplanes = base
+        for stage, blocks in enumerate(DEPTH_STAGES[depth]):
+            planes = base * 2**stage
+            for block in range(blocks):
+                name = f"{prefix}layer{stage + 1}.{block}"
+                cin = inplanes + lateral[stage] if block == 0 else planes * 4
+                self.conv_module(f"{name}.conv1", cin, planes, (3, 1, 1) if inflated[stage] else (1, 1, 1))
+                self.conv_module(f"{name}.conv2", planes, planes, (1, 3, 3))
+                self.conv_module(f"{name}.conv3", planes, planes * 4, (1, 1, 1))
+                if block == 0:
+                    self.conv_module(f"{name}.downsample", cin, planes * 4, (1, 1, 1))
+                if non_local and non_local[stage][block]:
+                    c, half = planes * 4, planes * 2
+                    for key in ("g.0", "theta", "phi.0"):
+                        self.conv_module(f"{name}.non_local_block.{key}", c, half, (1, 1, 1), bn=False, bias=True)
+                    self.conv_module(f"{name}.non_local_block.conv_out", half, c, (1, 1, 1))
+            inplanes = planes * 4
 
 
 def slowonly_r50_expected_shapes() -> dict[str, tuple[int, ...]]:
     """Every state_dict key of MMAction2's SlowOnly R50 and its shape, derived from the architecture."""
-    shapes: dict[str, tuple[int, ...]] = {}
+    return slowonly_expected_shapes()
 
-    def conv_module(name: str, cin: int, cout: int, kernel: tuple[int, int, int]) -> None:
-        shapes[f"{name}.conv.weight"] = (cout, cin, *kernel)
-        for buf in ("weight", "bias", "running_mean", "running_var"):
-            shapes[f"{name}.bn.{buf}"] = (cout,)
-        shapes[f"{name}.bn.num_batches_tracked"] = ()
 
-    conv_module("conv1", 3, 64, (1, 7, 7))
-    inplanes = 64
-    for stage, blocks in enumerate(STAGES):
-        planes = 64 * 2**stage
-        for block in range(blocks):
-            name = f"layer{stage + 1}.{block}"
-            cin = inplanes if block == 0 else planes * 4
-            conv_module(f"{name}.conv1", cin, planes, (3, 1, 1) if STAGE_INFLATED[stage] else (1, 1, 1))
-            conv_module(f"{name}.conv2", planes, planes, (1, 3, 3))
-            conv_module(f"{name}.conv3", planes, planes * 4, (1, 1, 1))
-            if block == 0:
-                conv_module(f"{name}.downsample", inplanes, planes * 4, (1, 1, 1))
-        inplanes = planes * 4
-    return shapes
+def slowonly_expected_shapes(depth: int = 50, non_local=None) -> dict[str, tuple[int, ...]]:
+    """SlowOnly R50 / R101 / non-local R50 keys and shapes (MMCV NonLocal3d: g and phi are
+    ``Sequential(ConvModule, MaxPool3d)`` with sub_sample, hence ``g.0``/``phi.0``)."""
+    shapes = _Shapes()
+    shapes.trunk("", depth=depth, non_local=non_local)
+    return dict(shapes)
+
+
+def slowfast_r50_expected_shapes(fusion_kernel: int) -> dict[str, tuple[int, ...]]:
+    """SlowFast R50 keys and shapes: laterals are conv-only (no bias, no norm), 2x the fast channels."""
+    shapes = _Shapes()
+    fast_out = [FAST_BASE, FAST_BASE * 4, FAST_BASE * 8, FAST_BASE * 16]  # stem, stages 1-3
+    shapes.trunk("slow_path.", lateral=tuple(2 * c for c in fast_out))
+    shapes.trunk("fast_path.", base=FAST_BASE, conv1_t=5, inflated=(True,) * 4)
+    for name, c in zip(("conv1_lateral", "layer1_lateral", "layer2_lateral", "layer3_lateral"), fast_out, strict=True):
+        shapes.conv_module(f"slow_path.{name}", c, 2 * c, (fusion_kernel, 1, 1), bn=False)
+    return dict(shapes)

@@ -38,7 +38,8 @@ def slowonly() -> torch.nn.Module:
 
 def test_registry_lists_every_backbone() -> None:
     specs = {spec.name: spec for spec in list_backbones()}
-    assert sorted(specs) == ["mc3_18", "r2plus1d_18", "r3d_18", "s3d", "slowonly_r50"]
+    assert sorted(specs) == ["mc3_18", "r2plus1d_18", "r3d_18", "s3d", "slowfast_r50", "slowfast_r50_8x8",
+                             "slowonly_r101", "slowonly_r50", "slowonly_r50_nl"]
     assert all(isinstance(spec, BackboneSpec) for spec in specs.values())
     mm = specs["slowonly_r50"].normalization
     assert mm == Normalization((123.675, 116.28, 103.53), (58.395, 57.12, 57.375), 255)

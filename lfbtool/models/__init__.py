@@ -4,7 +4,7 @@ Importing this package imports the modules whose ``@register_backbone`` decorato
 registry (timm's pattern); the registry itself imports no model module.
 """
 
-from lfbtool.models import resnet3d, tv_video  # registers the backbones
+from lfbtool.models import resnet3d, slowfast, tv_video  # registers the backbones
 from lfbtool.models.checkpoint import checkpoint_sha256, load_backbone_weights, read_checkpoint
 from lfbtool.models.factory import create_backbone
 from lfbtool.models.lfb_head import LFBHead
@@ -44,5 +44,6 @@ __all__ = [
     "read_checkpoint",
     "register_backbone",
     "resnet3d",
+    "slowfast",
     "tv_video",
 ]

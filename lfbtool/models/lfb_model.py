@@ -1,6 +1,8 @@
 """LFBFeatureModel: raw clips and person boxes in, one feature vector per box out.
 
 normalize (per ``backbone.spec.normalization``) -> backbone -> RoIFeatureExtractor -> LFBHead.
+A two-pathway backbone (``spec.pathway_channels``) returns a tuple of maps; the RoI extractor
+concatenates them (slow first), so the output has ``spec.channels`` columns either way.
 The model is always in eval mode (BatchNorm uses running statistics); callers wrap it in
 ``torch.inference_mode()``.
 """

@@ -1,10 +1,12 @@
-"""SlowOnly ResNet-50 (the AVA LFB backbone) with MMAction2's state_dict layout.
+"""MMAction2's ResNet3d family (SlowOnly R50 / R101, non-local SlowOnly) with MMAction2's state_dict layout.
 
-Mirrors MMAction2 ``ResNet3dSlowOnly(depth=50, lateral=False, conv1_kernel=(1, 7, 7),
-conv1_stride_t=1, pool1_stride_t=1, inflate=(0, 0, 1, 1), spatial_strides=(1, 2, 2, 1),
-with_pool2=False)`` so that ``backbone.*`` keys of MMAction2 checkpoints load unchanged: every conv
-sits in a ``ConvModule``-like block with children ``conv`` and ``bn``. Written in the style of
-torchvision's ``models/video/resnet.py``: plain modules and explicit builders.
+One trunk, :class:`ResNet3d`, mirrors MMAction2 ``ResNet3d``/``ResNet3dPathway`` with 'pytorch'-style
+bottlenecks, ``inflate_style='3x1x1'``, no pool2, so that ``backbone.*`` keys of MMAction2 checkpoints
+load unchanged: every conv sits in a ``ConvModule``-like block with children ``conv`` and ``bn``.
+SlowOnly is ``ResNet3dSlowOnly(conv1_kernel=(1, 7, 7), conv1_stride_t=1, pool1_stride_t=1,
+inflate=(0, 0, 1, 1), spatial_strides=(1, 2, 2, 1))`` (the AVA detectors' strides, output stride 16);
+the SlowFast pathways (``slowfast.py``) are the same trunk with other widths, kernels and laterals.
+Written in the style of torchvision's ``models/video/resnet.py``: plain modules, explicit builders.
 """
 
 from __future__ import annotations
@@ -13,44 +15,25 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from lfbtool.models.conv_module import ConvBN3d, Triple
+from lfbtool.models.nonlocal3d import NonLocal3d
 from lfbtool.models.normalization import MMACTION_NORMALIZATION
-from lfbtool.models.registry import BackboneSpec, register_backbone
+from lfbtool.models.registry import BackboneSpec, ClipDefaults, TestDefaults, register_backbone
 
-__all__ = ["ConvBN3d", "Bottleneck3d", "SlowOnlyResNet3d", "slowonly_r50"]
+__all__ = ["ConvBN3d", "Bottleneck3d", "ResNet3d", "STAGE_BLOCKS", "NON_LOCAL_R50",
+           "slowonly_r50", "slowonly_r50_nl", "slowonly_r101"]
 
-Triple = tuple[int, int, int]
-
-
-class ConvBN3d(nn.Module):
-    """MMCV ``ConvModule``: Conv3d (no bias) -> BatchNorm3d (eps 1e-5) -> optional ReLU.
-
-    The child names ``conv`` and ``bn`` are what MMAction2 checkpoints use.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: Triple,
-        stride: Triple = (1, 1, 1),
-        padding: Triple = (0, 0, 0),
-        relu: bool = True,
-    ) -> None:
-        super().__init__()
-        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, stride, padding, bias=False)
-        self.bn = nn.BatchNorm3d(out_channels, eps=1e-5)
-        self.relu: nn.Module | None = nn.ReLU(inplace=True) if relu else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.bn(self.conv(x))
-        return self.relu(x) if self.relu is not None else x
+#: Bottlenecks per stage by depth (MMAction2 ``ResNet3d.arch_settings``).
+STAGE_BLOCKS: dict[int, tuple[int, int, int, int]] = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+#: Blocks that end in a non-local block in MMAction2's non-local SlowOnly R50 configs.
+NON_LOCAL_R50 = ((0, 0, 0), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 0, 0))
 
 
 class Bottleneck3d(nn.Module):
     """ResNet bottleneck, 'pytorch' style: the spatial stride sits on conv2 (the 3x3).
 
-    Inflated blocks (stages 3 and 4 of SlowOnly) use a (3, 1, 1) temporal kernel in conv1.
-    conv3 has no ReLU; the ReLU comes after the residual add.
+    Inflated blocks use a (3, 1, 1) temporal kernel in conv1. conv3 has no ReLU; the ReLU comes after
+    the residual add, and the optional non-local block after that ReLU (MMAction2's order).
     """
 
     expansion = 4
@@ -62,6 +45,7 @@ class Bottleneck3d(nn.Module):
         spatial_stride: int = 1,
         inflate: bool = False,
         downsample: nn.Module | None = None,
+        non_local: bool = False,
     ) -> None:
         super().__init__()
         if inflate:
@@ -75,70 +59,99 @@ class Bottleneck3d(nn.Module):
         self.conv3 = ConvBN3d(planes, planes * self.expansion, (1, 1, 1), relu=False)
         self.downsample = downsample
         self.relu = nn.ReLU(inplace=True)
+        self.non_local_block = NonLocal3d(planes * self.expansion) if non_local else None
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.conv3(self.conv2(self.conv1(x)))
-        return self.relu(out + identity)
+        out = self.relu(self.conv3(self.conv2(self.conv1(x))) + identity)
+        return out if self.non_local_block is None else self.non_local_block(out)
 
 
 def make_res_layer(
-    inplanes: int, planes: int, blocks: int, *, spatial_stride: int, inflate: bool
+    inplanes: int, planes: int, blocks: int, *, spatial_stride: int, inflate: bool,
+    non_local: Sequence[int] | None = None,
 ) -> nn.Sequential:
     """One stage; block 0 carries the stride and a 1x1x1 conv + BN shortcut when shapes change."""
     out_channels = planes * Bottleneck3d.expansion
+    flags = [bool(f) for f in non_local] if non_local is not None else [False] * blocks
+    if len(flags) != blocks:
+        raise ValueError(f"non_local needs one flag per block ({blocks}), got {len(flags)}")
     downsample = None
     if spatial_stride != 1 or inplanes != out_channels:
         downsample = ConvBN3d(
             inplanes, out_channels, (1, 1, 1), stride=(1, spatial_stride, spatial_stride), relu=False
         )
-    layers = [Bottleneck3d(inplanes, planes, spatial_stride, inflate, downsample)]
-    layers += [Bottleneck3d(out_channels, planes, 1, inflate) for _ in range(1, blocks)]
+    layers = [Bottleneck3d(inplanes, planes, spatial_stride, inflate, downsample, flags[0])]
+    layers += [Bottleneck3d(out_channels, planes, 1, inflate, non_local=flags[i]) for i in range(1, blocks)]
     return nn.Sequential(*layers)
 
 
-class SlowOnlyResNet3d(nn.Module):
-    """Stem (conv (1,7,7)/(1,2,2) + maxpool (1,3,3)/(1,2,2)) and four bottleneck stages, no pool2."""
+class ResNet3d(nn.Module):
+    """Stem (conv ``conv1_kernel``/(1,2,2) + maxpool (1,3,3)/(1,2,2)) and four bottleneck stages.
+
+    ``lateral_inplanes`` widens each stage's input by the channels a SlowFast lateral concatenates
+    (zero for SlowOnly); ``non_local`` gives per-stage per-block flags.
+    """
 
     spec: BackboneSpec
 
     def __init__(
         self,
-        stage_blocks: Sequence[int] = (3, 4, 6, 3),
+        depth: int = 50,
+        *,
+        base_channels: int = 64,
+        conv1_kernel: Triple = (1, 7, 7),
         spatial_strides: Sequence[int] = (1, 2, 2, 1),
         inflate: Sequence[bool] = (False, False, True, True),
-        base_channels: int = 64,
+        non_local: Sequence[Sequence[int]] | None = None,
+        lateral_inplanes: Sequence[int] = (0, 0, 0, 0),
     ) -> None:
         super().__init__()
-        self.conv1 = ConvBN3d(3, base_channels, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3))
+        if depth not in STAGE_BLOCKS:
+            raise ValueError(f"depth must be one of {sorted(STAGE_BLOCKS)}, got {depth}")
+        padding = tuple((k - 1) // 2 for k in conv1_kernel)
+        self.conv1 = ConvBN3d(3, base_channels, conv1_kernel, stride=(1, 2, 2), padding=padding)
         self.maxpool = nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
         inplanes = base_channels
-        for index, blocks in enumerate(stage_blocks):
+        for index, blocks in enumerate(STAGE_BLOCKS[depth]):
             planes = base_channels * 2**index
             layer = make_res_layer(
-                inplanes, planes, blocks, spatial_stride=spatial_strides[index], inflate=inflate[index]
+                inplanes + lateral_inplanes[index], planes, blocks, spatial_stride=spatial_strides[index],
+                inflate=bool(inflate[index]), non_local=None if non_local is None else non_local[index],
             )
             self.add_module(f"layer{index + 1}", layer)
             inplanes = planes * Bottleneck3d.expansion
         self.out_channels = inplanes
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """MMAction2's from-scratch init (kaiming convs, unit BN); real weights come from checkpoints."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv3d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm3d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        self.res_layers = [f"layer{i + 1}" for i in range(len(STAGE_BLOCKS[depth]))]
+        init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` normalized float [N, 3, T, H, W] -> features [N, 2048, T, H/16, W/16]."""
         x = self.maxpool(self.conv1(x))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        return self.layer4(x)
+        for name in self.res_layers:
+            x = getattr(self, name)(x)
+        return x
+
+
+def init_weights(model: nn.Module) -> None:
+    """MMAction2's from-scratch init (kaiming convs, zero conv bias, unit BN; no zero-init of residual
+    or non-local BNs, so random-weight trunks exercise every branch). Real weights come from checkpoints."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv3d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm3d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def _slowonly_spec(name: str, description: str, extract_clip: ClipDefaults, test_clip: TestDefaults,
+                   configs: tuple[str, ...]) -> BackboneSpec:
+    return BackboneSpec(
+        name=name, channels=2048, stride=16, normalization=MMACTION_NORMALIZATION, description=description,
+        checkpoint_prefix="backbone.", extract_clip=extract_clip, test_clip=test_clip, mmaction_configs=configs,
+    )
 
 
 SLOWONLY_R50_SPEC = BackboneSpec(
@@ -155,9 +168,43 @@ SLOWONLY_R50_SPEC = BackboneSpec(
         "slowonly_r50_4x16x1_256e_kinetics400_rgb (0.x)",
     ),
 )
+#: MMAction2 1.x Kinetics-400 test pipelines: 10 clips, short side 256, ThreeCrop 256.
+_K400_4X16_TEST = TestDefaults(clip_len=4, frame_interval=16, num_clips=10, short_side=256, crop_size=256)
+_K400_8X8_TEST = TestDefaults(clip_len=8, frame_interval=8, num_clips=10, short_side=256, crop_size=256)
+
+SLOWONLY_R50_NL_SPEC = _slowonly_spec(
+    "slowonly_r50_nl", "MMAction2 SlowOnly ResNet-50 with embedded-Gaussian non-local blocks",
+    ClipDefaults(clip_len=4, frame_interval=16), _K400_4X16_TEST,
+    (
+        "slowonly_kinetics400-pretrained-r50-nl_8xb16-4x16x1-20e_ava21-rgb",
+        "slowonly_kinetics400-pretrained-r50-nl_8xb16-8x8x1-20e_ava21-rgb (--clip-len 8 --frame-interval 8)",
+        "slowonly_r50-in1k-pre-nl-embedded-gaussian_8xb16-4x16x1-steplr-150e_kinetics400-rgb",
+        "slowonly_r50-in1k-pre-nl-embedded-gaussian_8xb16-8x8x1-steplr-150e_kinetics400-rgb",
+    ),
+)
+SLOWONLY_R101_SPEC = _slowonly_spec(
+    "slowonly_r101", "MMAction2 SlowOnly ResNet-101",
+    ClipDefaults(clip_len=8, frame_interval=8), _K400_8X8_TEST,
+    (
+        "slowonly_kinetics400-pretrained-r101_8xb16-8x8x1-20e_ava21-rgb",
+        "slowonly_r101_8xb16-8x8x1-196e_kinetics400-rgb",
+    ),
+)
 
 
 @register_backbone(SLOWONLY_R50_SPEC)
-def slowonly_r50() -> SlowOnlyResNet3d:
+def slowonly_r50() -> ResNet3d:
     """SlowOnly R50 with random weights; load an MMAction2 checkpoint with load_backbone_weights."""
-    return SlowOnlyResNet3d()
+    return ResNet3d(50)
+
+
+@register_backbone(SLOWONLY_R50_NL_SPEC)
+def slowonly_r50_nl() -> ResNet3d:
+    """SlowOnly R50 with non-local blocks (sub_sample, use_scale, BN in conv_out)."""
+    return ResNet3d(50, non_local=NON_LOCAL_R50)
+
+
+@register_backbone(SLOWONLY_R101_SPEC)
+def slowonly_r101() -> ResNet3d:
+    """SlowOnly R101: stages (3, 4, 23, 3)."""
+    return ResNet3d(101)

@@ -3,16 +3,21 @@
 Mirrors MMAction2 ``SingleRoIExtractor3D(roi_layer_type='RoIAlign', output_size=8,
 with_temporal_pool=True)``: temporal mean (or max) with keepdim, then MMCV RoIAlign (avg mode,
 ``aligned=True``, adaptive sampling), which ``torchvision.ops.roi_align`` matches with these settings.
+A two-pathway trunk's tuple of maps is first brought to one shape (nearest interpolation to the
+longest T and the first map's H, W), each pooled over time, and concatenated on channels in order
+(slow first), so one RoIAlign runs on e.g. 2048 + 256 = 2304 channels.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-__all__ = ["RoIFeatureExtractor", "temporal_pool"]
+__all__ = ["RoIFeatureExtractor", "temporal_pool", "pooled_features"]
 
 Pool = Literal["avg", "max"]
 
@@ -26,8 +31,22 @@ def temporal_pool(features: Tensor, mode: Pool) -> Tensor:
     raise ValueError(f"temporal pool must be 'avg' or 'max', got {mode!r}")
 
 
+def pooled_features(features: Tensor | tuple[Tensor, ...], mode: Pool) -> Tensor:
+    """One map [N, C, T, H, W] or a tuple of pathway maps -> [N, sum C, H, W], pooled over time.
+
+    Pathways whose shape differs from ``(max T,) + first map's (H, W)`` are resized to it (nearest),
+    as MMAction2 does before pooling; a single map takes exactly the single-map path.
+    """
+    if isinstance(features, Tensor):
+        return temporal_pool(features, mode)[:, :, 0].contiguous()
+    size = (max(x.shape[2] for x in features),) + tuple(features[0].shape[3:])
+    resized = [x if tuple(x.shape[2:]) == size else F.interpolate(x, size) for x in features]
+    pooled = torch.cat([temporal_pool(x, mode) for x in resized], dim=1)
+    return pooled[:, :, 0].contiguous()
+
+
 class RoIFeatureExtractor(nn.Module):
-    """``forward(features [N,C,T,H,W], rois [R,5]) -> [R, C, 1, o, o]``.
+    """``forward(features [N,C,T,H,W] | tuple of them, rois [R,5]) -> [R, C, 1, o, o]``.
 
     ``rois`` rows are ``(batch_index, x1, y1, x2, y2)`` in input pixels; ``spatial_scale`` maps them
     to the feature map (1 / backbone stride).
@@ -50,9 +69,9 @@ class RoIFeatureExtractor(nn.Module):
         self.aligned = aligned
         self.temporal_pool = temporal_pool
 
-    def forward(self, features: Tensor, rois: Tensor) -> Tensor:
-        _check_rois(rois, features.shape[0])
-        pooled = temporal_pool(features, self.temporal_pool)[:, :, 0].contiguous()
+    def forward(self, features: Tensor | tuple[Tensor, ...], rois: Tensor) -> Tensor:
+        pooled = pooled_features(features, self.temporal_pool)
+        _check_rois(rois, pooled.shape[0])
         boxes = rois.to(device=pooled.device, dtype=pooled.dtype)
         out = roi_align(
             pooled,

@@ -22,8 +22,9 @@ def random_backbone_state(backbone: str = "slowonly_r50", *, seed: int = 0,
             module.reset_running_stats()
             module.momentum = None  # cumulative average: one pass sets the statistics of that batch
     model.train()
+    n, c, t, h, w = calibration_shape  # a clip at least as long as the trunk accepts (SlowFast: 8)
     with torch.no_grad():
-        model(torch.randn(calibration_shape))
+        model(torch.randn(n, c, max(t, model.spec.min_frames), h, w))
     model.eval()
     return {k: v.clone() for k, v in model.state_dict().items()}
 

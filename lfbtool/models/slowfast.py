@@ -1,0 +1,151 @@
+"""SlowFast R50 with MMAction2's state_dict layout (``slow_path.*``, ``fast_path.*``) and its head.
+
+Mirrors MMAction2 ``ResNet3dSlowFast(resample_rate, speed_ratio, channel_ratio=8)`` as the AVA
+detectors build it: the slow pathway is SlowOnly R50 (``lateral=True``, ``inflate=(0, 0, 1, 1)``,
+``spatial_strides=(1, 2, 2, 1)``) whose stages take the fast features in through laterals
+``conv1_lateral`` and ``layer{1,2,3}_lateral`` (conv only, kernel ``(fusion_kernel, 1, 1)``,
+temporal stride ``speed_ratio``, no bias, no norm); the fast pathway is a ResNet3d R50 with
+``base_channels=8``, conv1 kernel (5, 7, 7), every stage inflated, no laterals. The two model-zoo
+variants differ in rates and in the lateral kernel: 4x16 (rates 8, ``fusion_kernel`` 5, the
+default) and 8x8 (rates 4, ``fusion_kernel=7`` in its configs).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lfbtool.errors import LfbError
+from lfbtool.models.conv_module import ConvBN3d
+from lfbtool.models.normalization import MMACTION_NORMALIZATION
+from lfbtool.models.registry import BackboneSpec, ClipDefaults, TestDefaults, register_backbone
+from lfbtool.models.resnet3d import Bottleneck3d, ResNet3d, init_weights
+
+__all__ = ["SlowPathway", "ResNet3dSlowFast", "SlowFastHead", "slowfast_r50", "slowfast_r50_8x8"]
+
+LATERAL_INFL = 2  # MMAction2 ``lateral_infl``: a lateral doubles the fast channels it carries
+
+
+class SlowPathway(ResNet3d):
+    """SlowOnly R50 widened by the laterals' channels, with the lateral convs as its own children."""
+
+    def __init__(self, *, fast_channels: int, speed_ratio: int, fusion_kernel: int) -> None:
+        fast_widths = [fast_channels] + [fast_channels * 2**i * Bottleneck3d.expansion for i in range(3)]
+        super().__init__(50, lateral_inplanes=[w * LATERAL_INFL for w in fast_widths])
+        names = ["conv1_lateral", "layer1_lateral", "layer2_lateral", "layer3_lateral"]
+        self.lateral_connections = names[1:]
+        for name, width in zip(names, fast_widths, strict=True):
+            lateral = ConvBN3d(
+                width, width * LATERAL_INFL, (fusion_kernel, 1, 1), stride=(speed_ratio, 1, 1),
+                padding=((fusion_kernel - 1) // 2, 0, 0), relu=False, norm=False, bias=False,
+            )
+            self.add_module(name, lateral)
+        init_weights(self)
+
+
+class ResNet3dSlowFast(nn.Module):
+    """``forward(x [N,3,T,H,W]) -> (slow [N,2048,T/r,H/16,W/16], fast [N,256,T*s/r,H/16,W/16])``.
+
+    The slow pathway sees every ``resample_rate``-th frame from frame 0, the fast one every
+    ``resample_rate // speed_ratio``-th (nearest interpolation, as MMAction2); T must be a multiple of
+    ``resample_rate`` so that the laterals' time steps meet the slow ones.
+    """
+
+    spec: BackboneSpec
+
+    def __init__(self, *, resample_rate: int = 8, speed_ratio: int = 8, channel_ratio: int = 8,
+                 fusion_kernel: int = 5) -> None:
+        super().__init__()
+        self.resample_rate = resample_rate
+        self.speed_ratio = speed_ratio
+        fast_base = 64 // channel_ratio
+        self.slow_path = SlowPathway(fast_channels=fast_base, speed_ratio=speed_ratio, fusion_kernel=fusion_kernel)
+        self.fast_path = ResNet3d(50, base_channels=fast_base, conv1_kernel=(5, 7, 7), inflate=(True,) * 4)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        frames = x.shape[2]
+        if frames < self.resample_rate or frames % self.resample_rate:
+            raise LfbError(
+                f"SlowFast (resample_rate {self.resample_rate}) needs clips whose length is a multiple of "
+                f"{self.resample_rate}, got {frames} frames; change --clip-len"
+            )
+        slow = F.interpolate(x, mode="nearest", scale_factor=(1.0 / self.resample_rate, 1.0, 1.0))
+        slow = self.slow_path.maxpool(self.slow_path.conv1(slow))
+        fast_step = self.resample_rate // self.speed_ratio
+        fast = F.interpolate(x, mode="nearest", scale_factor=(1.0 / fast_step, 1.0, 1.0))
+        fast = self.fast_path.maxpool(self.fast_path.conv1(fast))
+        slow = torch.cat((slow, self.slow_path.conv1_lateral(fast)), dim=1)
+        for index, name in enumerate(self.slow_path.res_layers):
+            slow = getattr(self.slow_path, name)(slow)
+            fast = getattr(self.fast_path, name)(fast)
+            if index < len(self.slow_path.lateral_connections):  # no fusion after the last stage
+                lateral = getattr(self.slow_path, self.slow_path.lateral_connections[index])
+                slow = torch.cat((slow, lateral(fast)), dim=1)
+        return slow, fast
+
+
+class SlowFastHead(nn.Module):
+    """MMAction2 ``SlowFastHead``: average-pool each pathway to 1x1x1, concatenate **fast first**
+    (``torch.cat((x_fast, x_slow))`` in MMAction2), dropout, ``fc_cls``.
+
+    Checkpoint keys: ``cls_head.fc_cls.weight`` [num_classes, 256 + 2048] and ``.bias``.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 2304, dropout_ratio: float = 0.5) -> None:
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool3d((1, 1, 1))
+        self.dropout = nn.Dropout(p=dropout_ratio) if dropout_ratio else None
+        self.fc_cls = nn.Linear(in_channels, num_classes)
+
+    def forward(self, x: tuple[Tensor, Tensor]) -> Tensor:
+        x_slow, x_fast = x
+        pooled = torch.cat((self.avg_pool(x_fast), self.avg_pool(x_slow)), dim=1)
+        if self.dropout is not None:
+            pooled = self.dropout(pooled)
+        return self.fc_cls(pooled.flatten(1))
+
+
+#: AVA SlowFast detectors' keyframe clip (``SampleAVAFrames(clip_len=32, frame_interval=2)``), and the
+#: Kinetics-400 recognizers' test pipeline (32 x 2, 10 clips, short side 256, ThreeCrop 256).
+_AVA_32X2 = ClipDefaults(clip_len=32, frame_interval=2)
+_K400_32X2_TEST = TestDefaults(clip_len=32, frame_interval=2, num_clips=10, short_side=256, crop_size=256)
+
+
+def _spec(name: str, rate: int, description: str, configs: tuple[str, ...]) -> BackboneSpec:
+    return BackboneSpec(
+        name=name, channels=2048 + 256, stride=16, normalization=MMACTION_NORMALIZATION,
+        description=description, checkpoint_prefix="backbone.", temporal_stride=rate, min_frames=rate,
+        extract_clip=_AVA_32X2, test_clip=_K400_32X2_TEST, mmaction_configs=configs,
+        pathway_channels=(2048, 256),
+    )
+
+
+SLOWFAST_R50_SPEC = _spec(
+    "slowfast_r50", 8, "MMAction2 SlowFast ResNet-50 4x16 (resample/speed ratio 8, lateral kernel 5)",
+    (
+        "slowfast_kinetics400-pretrained-r50_8xb16-4x16x1-20e_ava21-rgb",
+        "slowfast_r50_8xb8-4x16x1-256e_kinetics400-rgb",
+    ),
+)
+SLOWFAST_R50_8X8_SPEC = _spec(
+    "slowfast_r50_8x8", 4, "MMAction2 SlowFast ResNet-50 8x8 (resample/speed ratio 4, lateral kernel 7)",
+    (
+        "slowfast_kinetics400-pretrained-r50_8xb8-8x8x1-20e_ava21-rgb",
+        "slowfast_kinetics400-pretrained-r50_8xb6-8x8x1-cosine-10e_ava22-rgb",
+        "slowfast_r50_8xb8-8x8x1-256e_kinetics400-rgb",
+        "slowfast_r50_8xb8-8x8x1-steplr-256e_kinetics400-rgb",
+    ),
+)
+
+
+@register_backbone(SLOWFAST_R50_SPEC)
+def slowfast_r50() -> ResNet3dSlowFast:
+    """SlowFast R50 4x16 with random weights."""
+    return ResNet3dSlowFast(resample_rate=8, speed_ratio=8, fusion_kernel=5)
+
+
+@register_backbone(SLOWFAST_R50_8X8_SPEC)
+def slowfast_r50_8x8() -> ResNet3dSlowFast:
+    """SlowFast R50 8x8 with random weights."""
+    return ResNet3dSlowFast(resample_rate=4, speed_ratio=4, fusion_kernel=7)

@@ -1,0 +1,117 @@
+"""`lfbtool extract --backbone` with SlowFast R50, SlowOnly R101 and non-local SlowOnly R50 on the tiny
+dataset: banks of the spec's width that `lfbtool verify` accepts, rows equal to the functional
+references of tests/reference.py, and (SlowFast) the same bank from torchrun and from a killed and
+resumed run as from one process."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.ops import roi_align
+
+from lfbtool.data.preprocess import resize_clip
+from lfbtool.synthetic_checkpoint import make_random_detector_checkpoint
+from tests.conftest import SEGMENT, run_lfbtool
+from tests.extract_runs import CRASH_RUNNER, assert_same_bank, run, torchrun_command
+from tests.reference import NL_R50, slowfast_r50_reference, slowonly_reference
+from tests.test_extract_e2e import expected_keyframes, read_bank
+
+MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1, 1)
+STD = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1, 1)
+SHORT_SIDE = 32
+
+# name: (clip_len, frame_interval, functional forward returning a map or a tuple of maps)
+BACKBONES = {
+    "slowfast_r50": (8, 1, lambda sd, x: slowfast_r50_reference(sd, x, rate=8, speed=8, fusion_kernel=5)),
+    "slowonly_r101": (4, 1, lambda sd, x: slowonly_reference(sd, x, depth=101)),
+    "slowonly_r50_nl": (4, 1, lambda sd, x: slowonly_reference(sd, x, non_local=NL_R50)),
+}
+WIDTH = {"slowfast_r50": 2304, "slowonly_r101": 2048, "slowonly_r50_nl": 2048}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, object]:
+    root = tmp_path_factory.mktemp("mm_ckpts")
+    return {name: make_random_detector_checkpoint(root / f"{name}.pth", backbone=name, seed=5) for name in BACKBONES}
+
+
+def _args(tiny_data, out, name: str, checkpoint, *extra: str) -> list[str]:
+    clip_len, interval, _ = BACKBONES[name]
+    return tiny_data.extract_args(out, "--backbone", name, "--checkpoint", str(checkpoint), "--clip-len",
+                                  str(clip_len), "--frame-interval", str(interval), *extra)
+
+
+def _reference_rows(example, checkpoint, name: str, video_id: str, timestamp: int, boxes: np.ndarray) -> torch.Tensor:
+    """SampleAVAFrames' frame files, cv2-exact resize, functional trunk, then (per pathway) nearest
+    resize to (max T, first H, W), temporal mean, concat, roi_align 8x8 aligned, spatial max."""
+    clip_len, interval, forward = BACKBONES[name]
+    raw = torch.load(checkpoint, weights_only=True)["state_dict"]
+    state = {k.removeprefix("backbone."): v for k, v in raw.items() if k.startswith("backbone.")}
+    center = example.fps * (timestamp - example.timestamp_start) + 1
+    start = center - (clip_len // 2) * interval
+    stop = center + ((clip_len + 1) // 2) * interval
+    numbers = [min(max(i, 0), example.num_frames - 1) + 1 for i in range(start, stop, interval)]
+    frames = [decode_image(str(example.frames_root / video_id / f"img_{n:05d}.jpg"), mode=ImageReadMode.RGB)
+              for n in numbers]
+    clip = torch.stack(frames).permute(0, 2, 3, 1)
+    height, width = clip.shape[1], clip.shape[2]
+    scale = SHORT_SIDE / min(height, width)
+    new_h, new_w = int(height * scale + 0.5), int(width * scale + 0.5)
+    x = (resize_clip(clip, (new_h, new_w)).float()[None] - MEAN) / STD
+    with torch.no_grad():
+        maps = forward(state, x)
+    maps = list(maps) if isinstance(maps, tuple) else [maps]
+    size = (max(m.shape[2] for m in maps), *maps[0].shape[3:])
+    pooled = torch.cat([torch.nn.functional.interpolate(m, size=size).mean(dim=2) for m in maps], dim=1)
+    pixels = (boxes * np.array([width, height, width, height])).astype(np.float32)
+    pixels = pixels * np.array([new_w / width, new_h / height] * 2, dtype=np.float32)
+    rois = torch.cat([torch.zeros(len(boxes), 1), torch.from_numpy(pixels)], dim=1)
+    return roi_align(pooled, rois, output_size=8, spatial_scale=1 / 16, sampling_ratio=0, aligned=True).amax(dim=(2, 3))
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_bank_has_spec_width_verifies_and_equals_reference(tiny_data, checkpoints, tmp_path, name: str) -> None:
+    torch.set_num_threads(1)
+    done = run_lfbtool(_args(tiny_data, tmp_path, name, checkpoints[name], "--no-half", "--batch-size", "1"))
+    assert done.returncode == 0, done.stderr
+    bank_path = tmp_path / "lfb_train.h5"
+    verified = run_lfbtool(["verify", str(bank_path)])
+    assert verified.returncode == 0, verified.stderr
+    bank = read_bank(bank_path)
+    expected = expected_keyframes(tiny_data.example)
+    assert list(bank) == sorted(expected)
+    portrait = tiny_data.example.video_ids[-1]  # a keyframe of the portrait video, and the first one
+    for key in (sorted(expected)[0], next(k for k in sorted(expected) if k[0] == portrait)):
+        stored = bank[key]
+        assert stored["features"].shape == (len(expected[key][0]), WIDTH[name])
+        reference = _reference_rows(tiny_data.example, checkpoints[name], name, *key, stored["boxes"])
+        assert torch.equal(torch.from_numpy(stored["features"]), reference), key
+
+
+def test_slowfast_torchrun_and_resume_give_the_one_process_bank(tiny_data, checkpoints, tmp_path) -> None:
+    name = "slowfast_r50"
+    single = tmp_path / "single"
+    done = run_lfbtool(_args(tiny_data, single, name, checkpoints[name], *SEGMENT))
+    assert done.returncode == 0, done.stderr
+
+    two = tmp_path / "two"
+    launched = run(torchrun_command(["--standalone", "--nproc_per_node=2"],
+                                    _args(tiny_data, two, name, checkpoints[name], *SEGMENT, "--device", "cpu")))
+    assert launched.returncode == 0, launched.stderr
+    assert_same_bank(single / "lfb_train.h5", two / "lfb_train.h5")
+
+    resumed_out = tmp_path / "resumed"
+    args = _args(tiny_data, resumed_out, name, checkpoints[name], *SEGMENT)
+    killed = run([sys.executable, str(CRASH_RUNNER), *args], LFB_CRASH_AT="forward", LFB_CRASH_N="4")
+    assert killed.returncode == -signal.SIGKILL and not (resumed_out / "lfb_train.h5").exists()
+    resumed = run_lfbtool(args + ["--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_bank(single / "lfb_train.h5", resumed_out / "lfb_train.h5")
+    with h5py.File(resumed_out / "lfb_train.h5") as handle:
+        assert int(handle.attrs["feature_dim"]) == 2304
