@@ -41,7 +41,7 @@ def bench_one(name: str, example, args: argparse.Namespace) -> dict[str, float]:
     from lfbtool.distributed import DistContext, device_for
     from lfbtool.extract import build_model, clip_settings, load_keyframes, run_extract
     from lfbtool.models import backbone_spec
-    from lfbtool.synthetic_checkpoint import make_random_detector_checkpoint
+    from lfbtool.testing.checkpoints import make_random_detector_checkpoint
 
     spec = backbone_spec(name)
     work = args.workdir / name
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         args.clip_len, args.frame_interval, args.repeat = 8, 1, 1
 
     from lfbtool.models import list_backbones
-    from lfbtool.synthetic import make_ava_example
+    from lfbtool.testing.synthetic import make_ava_example
 
     names = [s.name for s in list_backbones()] if args.backbones == "all" else args.backbones.split(",")
     shutil.rmtree(args.workdir, ignore_errors=True)

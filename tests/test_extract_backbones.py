@@ -16,7 +16,7 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.ops import roi_align
 
 from lfbtool.data.preprocess import resize_clip
-from lfbtool.synthetic_checkpoint import make_random_detector_checkpoint
+from lfbtool.testing.checkpoints import make_random_detector_checkpoint
 from tests.conftest import SEGMENT, run_lfbtool
 from tests.extract_runs import CRASH_RUNNER, assert_same_bank, run, torchrun_command
 from tests.reference import NL_R50, slowfast_r50_reference, slowonly_reference

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from lfbtool.errors import LfbError
 from lfbtool.models import backbone_spec, create_backbone, load_backbone_weights
 from lfbtool.models.slowfast import SlowFastHead
-from lfbtool.synthetic_checkpoint import random_backbone_state
+from lfbtool.testing.checkpoints import random_backbone_state
 from tests.reference import (
     NL_R50,
     slowfast_r50_expected_shapes,

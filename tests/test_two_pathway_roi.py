@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 from lfbtool.models import LFBFeatureModel, RoIFeatureExtractor, create_backbone, load_backbone_weights
-from lfbtool.synthetic_checkpoint import random_backbone_state
+from lfbtool.testing.checkpoints import random_backbone_state
 from tests.reference import slowfast_r50_reference
 
 ROIS = torch.tensor([[0.0, 4.0, 8.0, 40.0, 44.0], [1.0, 0.0, 0.0, 64.0, 64.0], [1.0, 10.0, 20.0, 30.0, 40.0]])
