@@ -46,3 +46,5 @@ def main() -> None:
 # Command modules register themselves on `app` when imported (ruff: E402/F401/I001 off for this file).
 from lfbtool.cli import backbones_cmd, bank_cmds, extract_cmd, recognize_cmd
 from lfbtool.cli import verify_cmd
+from lfbtool.cli.detect_cmd import detect_command  # noqa: E402  (branch i10detect: the lead registers it)
+app.command("detect")(detect_command)

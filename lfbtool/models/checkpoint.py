@@ -20,7 +20,7 @@ from lfbtool.config import file_sha256
 from lfbtool.errors import LfbError
 from lfbtool.safe_pickle import torch_load
 
-__all__ = ["read_checkpoint", "load_backbone_weights", "checkpoint_sha256"]
+__all__ = ["read_checkpoint", "load_backbone_weights", "checkpoint_sha256", "state_dict_problems"]
 
 _STATE_DICT_KEYS = ("state_dict", "model", "module")
 _SHOWN = 8  # keys listed per category before "(+N more)"
@@ -85,17 +85,9 @@ def _select(state_dict: Mapping[str, Tensor], prefix: str, ignored: tuple[str, .
     return {key: value for key, value in selected.items() if not key.startswith(ignored)}
 
 
-def load_backbone_weights(backbone: nn.Module, state_dict: Mapping[str, Tensor], *, source: str) -> None:
-    """Load ``state_dict`` (full detector or backbone-only) into ``backbone`` strictly.
-
-    Takes the ``spec.checkpoint_prefix`` (else ``backbone.``) sub-dict when present, ignoring
-    ``roi_head``/``cls_head``; then drops ``spec.ignored_prefixes`` (torchvision ``fc.``).
-    BatchNorm ``num_batches_tracked`` may be absent (older checkpoints); it is unused in eval.
-    """
-    spec = backbone.spec
-    stripped = {_strip_module(key): value for key, value in state_dict.items()}
-    weights = _select(stripped, spec.checkpoint_prefix, tuple(spec.ignored_prefixes))
-    expected = backbone.state_dict()
+def state_dict_problems(expected: Mapping[str, Tensor], weights: Mapping[str, Tensor]) -> str:
+    """Missing, unexpected and mis-shaped keys of ``weights`` against a model's ``expected`` state_dict,
+    as one line ('' when it fits; BatchNorm ``num_batches_tracked`` may be absent)."""
     missing = [k for k in expected if k not in weights and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in weights if k not in expected]
     mismatched = [
@@ -110,8 +102,23 @@ def load_backbone_weights(backbone: nn.Module, state_dict: Mapping[str, Tensor],
         problems.append(f"unexpected keys [{_listing(unexpected)}]")
     if mismatched:
         problems.append("shape mismatch " + _listing(mismatched, "; "))
+    return "; ".join(problems)
+
+
+def load_backbone_weights(backbone: nn.Module, state_dict: Mapping[str, Tensor], *, source: str) -> None:
+    """Load ``state_dict`` (full detector or backbone-only) into ``backbone`` strictly.
+
+    Takes the ``spec.checkpoint_prefix`` (else ``backbone.``) sub-dict when present, ignoring
+    ``roi_head``/``cls_head``; then drops ``spec.ignored_prefixes`` (torchvision ``fc.``).
+    BatchNorm ``num_batches_tracked`` may be absent (older checkpoints); it is unused in eval.
+    """
+    spec = backbone.spec
+    stripped = {_strip_module(key): value for key, value in state_dict.items()}
+    weights = _select(stripped, spec.checkpoint_prefix, tuple(spec.ignored_prefixes))
+    expected = backbone.state_dict()
+    problems = state_dict_problems(expected, weights)
     if problems:
-        raise LfbError(f"{source}: checkpoint does not fit {spec.name}: " + "; ".join(problems))
+        raise LfbError(f"{source}: checkpoint does not fit {spec.name}: {problems}")
     complete = {k: weights.get(k, expected[k]) for k in expected}
     with torch.no_grad():
         backbone.load_state_dict(complete, strict=True)
