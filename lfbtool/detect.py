@@ -81,6 +81,7 @@ class DetectResult:
     world_size: int = 1
     already_complete: bool = False
     warnings: list[str] = field(default_factory=list)
+    keys: list[Key] = field(default_factory=list)  # every keyframe detected on, with or without persons
 
 
 def resolve_defaults(config: DetectConfig) -> DetectConfig:
@@ -210,28 +211,32 @@ def run_detect(config: DetectConfig, *, show_progress: bool | None = None) -> De
     """Detect persons at every keyframe and write ``config.out``. Joins torchrun if launched."""
     ctx = dist.init_from_env(config.dist_timeout)
     try:
-        return _run(resolve_defaults(config), ctx, show_progress)
+        return detect_in_context(config, ctx, show_progress)
     finally:
         dist.shutdown(ctx)
 
 
-def _run(config: DetectConfig, ctx: dist.DistContext, show_progress: bool | None) -> DetectResult:
+def detect_in_context(config: DetectConfig, ctx: dist.DistContext, show_progress: bool | None = None) -> DetectResult:
+    """:func:`run_detect` inside a process group someone else joined and will leave (``extract``
+    detecting first, then extracting): every rank calls it; the output is on disk when it returns."""
+    config = resolve_defaults(config)
     out = Path(config.out)
     result = DetectResult(output=out, world_size=ctx.world_size)
     device = dist.device_for(ctx, config.device)
     failure, prepared = None, None
     try:  # everything the user may have got wrong, before anything is written
+        keys, result.warnings = keyframe_keys(config)
         model, source = load_detector(config.detector, checkpoint=config.detector_checkpoint,
                                       weights=config.detector_weights, min_size=config.min_size,
                                       max_size=config.max_size)
         model = model.to(device)
-        keys, result.warnings = keyframe_keys(config)
         settings = settings_record(config, source.record(), keys)
         prepared = (keys, settings)
     except LfbError as error:
         failure = error
     dist.agree(ctx, failure)
     keys, settings = prepared
+    result.keys = keys
     if ctx.is_main:
         for warning in result.warnings:  # before the long part, where the user sees it
             sys.stderr.write(f"warning: {warning}\n")
@@ -293,4 +298,4 @@ def _count(result: DetectResult, detections: Detections) -> None:
     result.boxes = int(sum(len(boxes) for boxes in detections.boxes.values()))
 
 
-__all__ = ["DetectConfig", "DetectResult", "keyframe_keys", "run_detect"]
+__all__ = ["DetectConfig", "DetectResult", "detect_in_context", "keyframe_keys", "run_detect"]
