@@ -19,6 +19,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("merge: streaming vs MMAction2 in-memory", ["bench_merge.py", "--size-gb", "1.0", "--workdir", str(OUT / "merge")]),
     ("reader: FeatureBank vs torch.load pickle", ["bench_reader.py", "--size-gb", "1.6", "--workdir", str(OUT / "reader")]),
     ("recognize: full path vs bare forward", ["bench_recognize.py", "--workdir", str(OUT / "recognize")]),
+    ("detect: detect loop vs bare detector forward", ["bench_detect.py", "--workdir", str(OUT / "detect")]),
 ]
 
 
