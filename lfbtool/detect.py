@@ -30,6 +30,7 @@ from lfbtool.data.videos import list_videos, read_video_list, variable_rate_warn
 from lfbtool.errors import LfbError
 from lfbtool.keys import key_text
 from lfbtool.models.detector import DEFAULT_DETECTOR, detect_persons, load_detector
+from lfbtool.runtime import resolve_device
 
 Key = tuple[str, int]
 
@@ -124,10 +125,12 @@ def keyframe_keys(config: DetectConfig) -> tuple[list[Key], list[str]]:
     excluded = read_excluded(config.excluded) if config.excluded else set()
     settings = clip_settings(config)
     warnings: list[str] = []
-    if config.keyframes == KeyframeSource.annotated:
-        keys = set(read_annotations(config.annotations))
-    elif config.keyframes == KeyframeSource.proposals:
-        keys = set(read_proposals(config.proposals))
+    if config.keyframes in (KeyframeSource.annotated, KeyframeSource.proposals):
+        found = read_annotations(config.annotations) if config.keyframes == KeyframeSource.annotated else (
+            read_proposals(config.proposals))
+        keys = set(found)
+        for video_id in sorted({video_id for video_id, _ in keys}):
+            settings.fps_of(settings.open(video_id))  # unknown video or no rate: fail before any work
     else:
         if config.video_list is not None:
             videos = read_video_list(config.video_list)
@@ -222,9 +225,9 @@ def detect_in_context(config: DetectConfig, ctx: dist.DistContext, show_progress
     config = resolve_defaults(config)
     out = Path(config.out)
     result = DetectResult(output=out, world_size=ctx.world_size)
-    device = dist.device_for(ctx, config.device)
     failure, prepared = None, None
     try:  # everything the user may have got wrong, before anything is written
+        device = resolve_device(config.device, ctx.local_rank)
         keys, result.warnings = keyframe_keys(config)
         model, source = load_detector(config.detector, checkpoint=config.detector_checkpoint,
                                       weights=config.detector_weights, min_size=config.min_size,

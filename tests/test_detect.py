@@ -206,3 +206,23 @@ def test_video_without_frames(own, tmp_path):
                         str(listing), "--detector-checkpoint", str(own.checkpoint), "--detector", DETECTOR])
     assert done.returncode == 2 and done.stderr.strip().endswith("video blank has no frames"), done.stderr
     assert list(out.parent.iterdir()) == []
+
+
+def test_weights_options(tmp_path, monkeypatch):
+    from lfbtool.errors import LfbError
+    from lfbtool.models.detector import load_detector
+
+    with pytest.raises(LfbError, match="--detector-checkpoint FILE .* or --detector-weights NAME"):
+        load_detector(DETECTOR)
+    with pytest.raises(LfbError, match="not both"):
+        load_detector(DETECTOR, checkpoint=tmp_path / "x.pth", weights="DEFAULT")
+    with pytest.raises(LfbError, match="'IMAGENET' is not a torchvision weight of fasterrcnn_mobilenet_v3_large_320_fpn"):
+        load_detector(DETECTOR, weights="IMAGENET")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # nothing cached
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)  # no network in tests
+    with pytest.raises(LfbError, match="cannot download torchvision weights .*--detector-checkpoint"):
+        load_detector(DETECTOR, weights="DEFAULT")

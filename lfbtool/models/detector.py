@@ -87,7 +87,10 @@ def load_detector(
 
         member = resolve_weights(name, weights)
         source = str(member)
-        state = weights_state_dict(member)
+        try:
+            state = weights_state_dict(member)
+        except LfbError as error:  # its advice names extract's option; ours is --detector-checkpoint
+            raise LfbError(str(error).replace("--checkpoint", "--detector-checkpoint")) from error
         record = DetectorSource(name, weights=str(member), checkpoint_sha256=_cached_sha256(member),
                                 min_size=min_size, max_size=max_size)
     problems = state_dict_problems(model.state_dict(), state)
