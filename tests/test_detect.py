@@ -226,3 +226,10 @@ def test_weights_options(tmp_path, monkeypatch):
     monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)  # no network in tests
     with pytest.raises(LfbError, match="cannot download torchvision weights .*--detector-checkpoint"):
         load_detector(DETECTOR, weights="DEFAULT")
+
+
+def test_batches_equal_single_keyframes(own, reference, tmp_path):
+    out = tmp_path / "boxes.pkl"
+    done = run_lfbtool(own.args(out, "--batch-size", "3"))  # batches of 3, 1 (video change), 3, 1
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == reference.read_bytes()
