@@ -230,6 +230,6 @@ def test_weights_options(tmp_path, monkeypatch):
 
 def test_batches_equal_single_keyframes(own, reference, tmp_path):
     out = tmp_path / "boxes.pkl"
-    done = run_lfbtool(own.args(out, "--batch-size", "3"))  # batches of 3, 1 (video change), 3, 1
+    done = run_lfbtool(own.args(out, "--batch-size", "3"))  # batches of 3, 3, 2 (same image size in both videos)
     assert done.returncode == 0, done.stderr
     assert out.read_bytes() == reference.read_bytes()
