@@ -20,6 +20,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("reader: FeatureBank vs torch.load pickle", ["bench_reader.py", "--size-gb", "1.6", "--workdir", str(OUT / "reader")]),
     ("recognize: full path vs bare forward", ["bench_recognize.py", "--workdir", str(OUT / "recognize")]),
     ("backbones: extract vs bare forward per backbone", ["bench_backbones.py", "--workdir", str(OUT / "backbones")]),
+    ("detect: detect loop vs bare detector forward", ["bench_detect.py", "--workdir", str(OUT / "detect")]),
 ]
 
 

@@ -31,10 +31,12 @@ class Pool(Choice):
 
 
 class KeyframeSource(Choice):
-    """Which seconds go into a bank: annotated keys (MMAction2), every proposal key (original LFB)."""
+    """Which seconds go into a bank: annotated keys (MMAction2), every proposal key (original LFB),
+    every second of each video with a whole clip (own videos, see docs/own-videos.md)."""
 
     annotated = "annotated"
     proposals = "proposals"
+    every_second = "every-second"
 
 
 class CropMode(Choice):

@@ -95,3 +95,17 @@ def broadcast(ctx: DistContext, obj: Any) -> Any:
 def shutdown(ctx: DistContext) -> None:
     if ctx.active and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def agree(ctx: DistContext, failure: LfbError | None, suffix: str = "") -> None:
+    """Share each rank's failure of the stage just run; every rank raises the first one.
+
+    No rank is left waiting in a later collective for a rank that gave up, and the error reaches
+    the terminal once (errors marked ``all_ranks`` are printed by one rank).
+    """
+    status = None if failure is None else (str(failure), failure.exit_code)
+    for rank, item in enumerate(all_gather(ctx, status)):
+        if item is not None:
+            message, exit_code = item
+            where = f"rank {rank}: " if rank else ""
+            raise LfbError(f"{where}{message}{suffix}", exit_code=exit_code, all_ranks=True)

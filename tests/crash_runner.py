@@ -11,7 +11,9 @@ Arguments are ``lfbtool``'s. Environment:
     returning, so that keyframe's features never reach a segment);
     ``rename``: die just before the Nth rename of a finished segment file into place (the segment
     was fully written under its temporary name, which is left behind);
-    ``bank-rename``: die just before the merged bank ``lfb_<mode>.h5`` is renamed into place.
+    ``bank-rename``: die just before the merged bank ``lfb_<mode>.h5`` is renamed into place;
+    ``detect``: die inside the Nth person detection call of ``lfbtool detect`` (boxes computed,
+    never stored).
 ``LFB_CRASH_N``
     1-based count of such events in this process.
 ``LFB_CRASH_RANK``
@@ -57,6 +59,17 @@ def install(point: str, n: int) -> None:
             return features
 
         LFBFeatureModel.forward = forward
+    elif point == "detect":
+        from lfbtool import detect
+
+        original_detect = detect.detect_persons
+
+        def detect_persons(*args, **kwargs):
+            found = original_detect(*args, **kwargs)
+            arrive()
+            return found
+
+        detect.detect_persons = detect_persons
     elif point in ("rename", "bank-rename"):
         from lfbtool.bank import writer
 
@@ -70,7 +83,7 @@ def install(point: str, n: int) -> None:
 
         writer.os.replace = replace
     else:
-        raise SystemExit(f"crash_runner: LFB_CRASH_AT must be forward, rename or bank-rename, got {point!r}")
+        raise SystemExit(f"crash_runner: LFB_CRASH_AT must be forward, rename, bank-rename or detect, got {point!r}")
 
 
 def main() -> None:

@@ -147,7 +147,8 @@ def read_proposals(path: str | Path) -> dict[Key, np.ndarray]:
 
     ``.pkl``: MMAction2's dict ``"video_id,0902" -> array``, unpickled without running code.
     ``.csv``: rows ``video_id,timestamp,x1,y1,x2,y2,score`` (or without the score column, the same
-    for every row); rows of one key keep their file order.
+    for every row, or FAIR's ``video_id,timestamp,x1,y1,x2,y2,action_id,score``); rows of one key
+    keep their file order.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -192,21 +193,37 @@ def _read_proposals_pkl(path: Path) -> dict[Key, np.ndarray]:
     return out
 
 
+_CSV_LAYOUTS = {
+    6: "6 columns (video_id,timestamp,x1,y1,x2,y2)",
+    7: "7 columns (video_id,timestamp,x1,y1,x2,y2,score)",
+    8: "8 columns (video_id,timestamp,x1,y1,x2,y2,action_id,score; FAIR's predicted boxes)",
+}
+
+
 def _read_proposals_csv(path: Path) -> dict[Key, np.ndarray]:
+    """6, 7 or 8 columns (one layout per file). In FAIR's 8-column layout (``*_predicted_boxes.csv``,
+    read by the original LFB and PySlowFast) column 7 is an action id or empty and is ignored; a box
+    repeated within a key (one row per action) is kept once, with its first row's score."""
     rows: dict[Key, list[list[float]]] = {}
     width = None
     for number, fields in _rows(path, "proposals"):
         where = f"{path}: row {number}"
-        if len(fields) not in (6, 7) or (width is not None and len(fields) != width):
-            expected = "7 columns (video_id,timestamp,x1,y1,x2,y2,score)" if width in (None, 7) else "6 columns"
+        if len(fields) not in _CSV_LAYOUTS or (width is not None and len(fields) != width):
+            expected = _CSV_LAYOUTS.get(width, "6, 7 or 8 columns (video_id,timestamp,x1,y1,x2,y2[,action_id],score)")
             raise LfbError(f"{where}: expected {expected}, got {len(fields)}")
         width = len(fields)
         if not fields[0]:
             raise LfbError(f"{where}: empty video_id")
         timestamp = _timestamp(fields[1], where)
-        values = _numbers(fields[2:], ("x1", "y1", "x2", "y2", "score")[: width - 2], where)
+        if width == 8:
+            if fields[6] and not fields[6].lstrip("-").isdigit():
+                raise LfbError(f"{where}: action_id {fields[6]!r} is not an integer or empty")
+            fields = fields[:6] + fields[7:]
+        values = _numbers(fields[2:], ("x1", "y1", "x2", "y2", "score")[: len(fields) - 2], where)
         _check_box(values[:4], where)
-        rows.setdefault((fields[0], timestamp), []).append(values)
+        seen = rows.setdefault((fields[0], timestamp), [])
+        if width != 8 or all(row[:4] != values[:4] for row in seen):
+            seen.append(values)
     return {key: np.array(value, dtype=np.float32) for key, value in rows.items()}
 
 
@@ -231,10 +248,11 @@ def select_proposals(
 
 def build_keyframes(
     *,
-    source: Literal["annotated", "proposals"],
+    source: Literal["annotated", "proposals", "every-second"],
     annotations: dict[Key, np.ndarray] | None,
     excluded: set[Key],
     proposals: dict[Key, np.ndarray] | None,
+    seconds: list[Key] | None = None,
     score_threshold: float = 0.9,
     whole_frame_fallback: bool = False,
     max_proposals: int = 1000,
@@ -245,7 +263,9 @@ def build_keyframes(
     when given (a key absent from them gets the whole frame ``[0, 0, 1, 1]`` with score 1 if
     ``whole_frame_fallback``, MMAction2's behaviour, else is skipped with reason "no proposals"),
     else the annotated boxes with NaN scores. ``proposals`` (original LFB): every proposal key
-    minus excluded.
+    minus excluded. ``every-second`` (own videos): the keys ``seconds`` (every second with a whole
+    clip, :mod:`lfbtool.data.videos`) minus excluded, boxes from the proposals (a detector's) as for
+    ``annotated``.
     """
     if not 0.0 <= score_threshold <= 1.0:
         raise LfbError(f"score threshold must be in [0, 1], got {score_threshold}")
@@ -259,8 +279,12 @@ def build_keyframes(
         if proposals is None:
             raise LfbError("keyframes 'proposals' need a proposals file (--proposals)")
         keys = set(proposals)
+    elif source == "every-second":
+        if seconds is None or proposals is None:
+            raise LfbError("keyframes 'every-second' need the seconds to use and person boxes (lfbtool detect)")
+        keys = set(seconds)
     else:
-        raise LfbError(f"unknown keyframe source {source!r}; expected 'annotated' or 'proposals'")
+        raise LfbError(f"unknown keyframe source {source!r}; expected annotated, proposals or every-second")
 
     keyframes: list[Keyframe] = []
     skipped: list[Skipped] = []
@@ -277,7 +301,8 @@ def build_keyframes(
         elif whole_frame_fallback:
             boxes, scores = WHOLE_FRAME.copy(), np.ones(1, dtype=np.float32)
         else:
-            skipped.append(Skipped(video_id, timestamp, "no proposals"))
+            reason = "no person detected" if source == "every-second" else "no proposals"
+            skipped.append(Skipped(video_id, timestamp, reason))
             continue
         keyframes.append(Keyframe(video_id, timestamp, boxes.astype(np.float32), scores.astype(np.float32)))
     return keyframes, skipped

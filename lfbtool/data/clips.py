@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ class ClipSettings:
     videos_root: Path | None
     frame_template: str
     video_ext: str
-    fps: int
+    fps: int | Fraction | str  # "auto": each video file's own rate (see fps_of)
     timestamp_start: int
     start_index: int
     clip_len: int
@@ -39,6 +40,16 @@ class ClipSettings:
             video_id, frames_root=self.frames_root, videos_root=self.videos_root,
             template=self.frame_template, video_ext=self.video_ext, start_index=self.start_index,
         )
+
+    def fps_of(self, source: ClipSource) -> int | Fraction:
+        """The frame rate placing seconds in ``source``: the configured one, or with ``"auto"`` the
+        video stream's (a frame directory has none: LfbError)."""
+        if self.fps != "auto":
+            return self.fps
+        rate = getattr(source, "frame_rate", None)
+        if rate is None:
+            raise LfbError(f"{source.path}: fps auto needs a video file; give --fps for frame directories")
+        return rate
 
 
 class KeyframeClips(Dataset):
@@ -70,7 +81,7 @@ class KeyframeClips(Dataset):
         s = self.settings
         source = self._source(keyframe.video_id)
         numbers = keyframe_clip_numbers(
-            keyframe.timestamp, fps=s.fps, timestamp_start=s.timestamp_start, start_index=s.start_index,
+            keyframe.timestamp, fps=s.fps_of(source), timestamp_start=s.timestamp_start, start_index=s.start_index,
             clip_len=s.clip_len, interval=s.frame_interval, total=source.num_frames,
         )
         frames = source.read([int(n) for n in numbers])

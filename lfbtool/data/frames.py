@@ -211,6 +211,12 @@ class VideoFile:
         return Fraction(self._stream.average_rate or self._stream.guessed_rate)
 
     @property
+    def frame_rate(self) -> Fraction:
+        """The stream's average frame rate (frames per second, exact), what ``fps="auto"`` takes."""
+        self._open()
+        return self._rate
+
+    @property
     def num_frames(self) -> int:
         """Frames in the stream: the container's count, else one demux pass counting packets."""
         if self._num_frames is None:

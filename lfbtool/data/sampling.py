@@ -6,17 +6,59 @@ Frame *numbers* are what the readers take: file numbers of a frame directory (``
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from typing import Literal
 
 import numpy as np
 
+from lfbtool.errors import LfbError
+
 CropMode = Literal["center", "three", "ten"]
+
+
+Fps = int | Fraction
+
+
+def parse_fps(text: str | int | float | Fraction) -> Fraction | Literal["auto"]:
+    """``"30"``, ``"29.97"``, ``"30000/1001"`` -> an exact positive Fraction; ``"auto"`` stays ``"auto"``
+    (video files: the stream's own rate). ``29.97`` is the decimal 2997/100, not 30000/1001."""
+    if isinstance(text, str) and text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = Fraction(str(text).strip()) if not isinstance(text, Fraction) else text
+    except (ValueError, ZeroDivisionError):
+        raise LfbError(f"fps {text!r} is not a frame rate; give a number (30, 29.97), a ratio "
+                       "(30000/1001) or auto") from None
+    if value <= 0:
+        raise LfbError(f"fps must be positive, got {text!r}")
+    return value
+
+
+def centre_index(timestamp: int, *, fps: Fps, timestamp_start: int) -> int:
+    """0-based frame position of second ``timestamp``: ``fps * (timestamp - timestamp_start)`` in exact
+    rational arithmetic, rounded half up (a tie, possible only for rates with a half, goes to the later
+    frame). Whole rates give the product itself, MMAction2's integer formula."""
+    exact = Fraction(fps) * (int(timestamp) - int(timestamp_start))
+    return math.floor(exact + Fraction(1, 2))
+
+
+def keyframe_clip_indices(
+    timestamp: int, *, fps: Fps, timestamp_start: int, start_index: int, clip_len: int, interval: int
+) -> np.ndarray:
+    """The clip's indices before clipping and before ``start_index`` is added a second time."""
+    if clip_len < 1 or interval < 1:
+        raise ValueError(f"clip_len and interval must be >= 1, got {clip_len} and {interval}")
+    center = centre_index(timestamp, fps=fps, timestamp_start=timestamp_start) + start_index
+    start = center - (clip_len // 2) * interval
+    end = center + ((clip_len + 1) // 2) * interval
+    return np.arange(start, end, interval, dtype=np.int64)
 
 
 def keyframe_clip_numbers(
     timestamp: int,
     *,
-    fps: int,
+    fps: Fps,
     timestamp_start: int,
     start_index: int,
     clip_len: int,
@@ -27,17 +69,28 @@ def keyframe_clip_numbers(
 
     ``start_index`` enters twice, once in the centre and once added at the end, as in MMAction2;
     AVA (fps 30, start 900, start_index 1), clip 4 x 16, timestamp 902 -> ``[30, 46, 62, 78]``.
-    Indices are clipped to ``[0, total - 1]`` before ``start_index`` is added.
+    Indices are clipped to ``[0, total - 1]`` before ``start_index`` is added. A non-integer ``fps``
+    places the centre with :func:`centre_index`.
     """
-    if clip_len < 1 or interval < 1:
-        raise ValueError(f"clip_len and interval must be >= 1, got {clip_len} and {interval}")
     if total < 1:
         raise ValueError(f"total must be >= 1, got {total}")
-    center = fps * (timestamp - timestamp_start) + start_index
-    start = center - (clip_len // 2) * interval
-    end = center + ((clip_len + 1) // 2) * interval
-    inds = np.arange(start, end, interval, dtype=np.int64)
+    inds = keyframe_clip_indices(timestamp, fps=fps, timestamp_start=timestamp_start, start_index=start_index,
+                                 clip_len=clip_len, interval=interval)
     return np.clip(inds, 0, total - 1) + start_index
+
+
+def keyframe_frame_number(timestamp: int, *, fps: Fps, timestamp_start: int, start_index: int, total: int) -> int:
+    """The frame number of the keyframe image itself: the centre of its clip (a clip of one frame)."""
+    return int(keyframe_clip_numbers(timestamp, fps=fps, timestamp_start=timestamp_start, start_index=start_index,
+                                     clip_len=1, interval=1, total=total)[0])
+
+
+def whole_clip(timestamp: int, *, fps: Fps, timestamp_start: int, start_index: int, clip_len: int,
+               interval: int, total: int) -> bool:
+    """True when every clip index lies in ``[0, total - 1]`` before clipping (no frame repeated)."""
+    inds = keyframe_clip_indices(timestamp, fps=fps, timestamp_start=timestamp_start, start_index=start_index,
+                                 clip_len=clip_len, interval=interval)
+    return bool(inds[0] >= 0 and inds[-1] <= total - 1)
 
 
 def test_clip_numbers(

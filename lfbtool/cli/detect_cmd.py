@@ -1,0 +1,70 @@
+"""``lfbtool detect``: person boxes at chosen seconds of each video -> proposals .pkl / FAIR .csv.
+
+Registered by lfbtool/cli/__init__.py as ``app.command("detect")(detect_command)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lfbtool.console import is_main_process, stdout
+
+_INPUTS = "Inputs"
+_MODEL = "Detector"
+_RUN = "Run"
+
+
+def detect_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output: .pkl (MMAction2 proposals) or .csv (FAIR 8 columns); sidecar <out>.json.")],
+    videos_root: Annotated[Path | None, typer.Option(help="DIR/<video_id>.<ext>, decoded with PyAV.", rich_help_panel=_INPUTS)] = None,
+    frames_root: Annotated[Path | None, typer.Option(help="DIR/<video_id>/img_00001.jpg ...", rich_help_panel=_INPUTS)] = None,
+    keyframes: Annotated[str, typer.Option(help="every-second (own videos) | annotated (--annotations) | proposals (--proposals).", rich_help_panel=_INPUTS)] = "every-second",
+    stride: Annotated[int, typer.Option(help="every-second: every N-th second from --timestamp-start.", rich_help_panel=_INPUTS)] = 1,
+    video_list: Annotated[Path | None, typer.Option(help="Text file of video ids, one a line (default: every video under the root).", rich_help_panel=_INPUTS)] = None,
+    annotations: Annotated[Path | None, typer.Option(help="AVA annotation CSV (keyframes annotated).", rich_help_panel=_INPUTS)] = None,
+    excluded: Annotated[Path | None, typer.Option(help="Excluded-timestamps CSV.", rich_help_panel=_INPUTS)] = None,
+    proposals: Annotated[Path | None, typer.Option(help="Proposals file whose keys to detect on (keyframes proposals).", rich_help_panel=_INPUTS)] = None,
+    frame_template: Annotated[str, typer.Option(help="Frame file name template.", rich_help_panel=_INPUTS)] = "img_{:05d}.jpg",
+    video_ext: Annotated[str, typer.Option(help="Video file extension.", rich_help_panel=_INPUTS)] = "mp4",
+    fps: Annotated[str | None, typer.Option(help="Frame rate: 30, 29.97, 30000/1001 or auto (the video's own) (default: auto for every-second with videos, else 30).", rich_help_panel=_INPUTS)] = None,
+    timestamp_start: Annotated[int | None, typer.Option(help="Second of the first frame (default: 0 for every-second, 900 for AVA inputs).", rich_help_panel=_INPUTS)] = None,
+    start_index: Annotated[int, typer.Option(help="Number of the first frame file.", rich_help_panel=_INPUTS)] = 1,
+    clip_len: Annotated[int, typer.Option(help="Clip length of the bank's clips (every-second: which seconds have a whole clip).", rich_help_panel=_INPUTS)] = 4,
+    frame_interval: Annotated[int, typer.Option(help="Frame interval of the bank's clips.", rich_help_panel=_INPUTS)] = 16,
+    detector: Annotated[str, typer.Option(help="torchvision detection model name.", rich_help_panel=_MODEL)] = "fasterrcnn_resnet50_fpn_v2",
+    detector_checkpoint: Annotated[Path | None, typer.Option(help="Detector state_dict file (offline).", rich_help_panel=_MODEL)] = None,
+    detector_weights: Annotated[str | None, typer.Option(help="torchvision weights name (DEFAULT, COCO_V1; downloaded).", rich_help_panel=_MODEL)] = None,
+    score_threshold: Annotated[float, typer.Option(help="Keep persons scoring at least this.", rich_help_panel=_MODEL)] = 0.5,
+    max_per_frame: Annotated[int, typer.Option(help="At most this many persons per keyframe (best first).", rich_help_panel=_MODEL)] = 100,
+    min_size: Annotated[int, typer.Option(help="Detector's internal resize: short side.", rich_help_panel=_MODEL)] = 800,
+    max_size: Annotated[int, typer.Option(help="Detector's internal resize: long side at most.", rich_help_panel=_MODEL)] = 1333,
+    batch_size: Annotated[int, typer.Option(help="Keyframes per forward.", rich_help_panel=_RUN)] = 1,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.", rich_help_panel=_RUN)] = "auto",
+    segment_size: Annotated[int, typer.Option(help="Keyframes per crash-safe part.", rich_help_panel=_RUN)] = 64,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.", rich_help_panel=_RUN)] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete an earlier run's output and parts first.", rich_help_panel=_RUN)] = False,
+    dist_timeout: Annotated[int, typer.Option(help="torchrun process-group timeout, seconds.", rich_help_panel=_RUN)] = 1800,
+) -> None:
+    """Detect persons at chosen seconds of each video (one process, or every rank under torchrun)."""
+    from lfbtool.data.sampling import parse_fps
+    from lfbtool.detect import DetectConfig, run_detect
+
+    values = dict(locals())
+    values["fps"] = parse_fps(fps) if fps is not None else None
+    result = run_detect(DetectConfig(**{k: v for k, v in values.items() if k in DetectConfig.__dataclass_fields__}))
+    if not is_main_process():
+        return
+    status = "already complete (nothing to do)" if result.already_complete else (
+        f"{result.detected_now} detected now, {result.resumed} resumed")
+    rows = [("keyframes", f"{result.keyframes} ({status})"), ("with person", str(result.with_persons)),
+            ("boxes", str(result.boxes))]
+    if result.detected_now and result.loop_seconds > 0:
+        rows.append(("throughput", f"{result.detected_now / result.loop_seconds:.2f} keyframes/s"))
+    rows.append(("output", str(result.output)))
+    if result.world_size > 1:
+        rows.append(("processes", str(result.world_size)))
+    for name, value in rows:
+        stdout.print(f"{name:<12}{value}", markup=False)

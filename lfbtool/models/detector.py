@@ -1,0 +1,130 @@
+"""Person detection with a torchvision detection model: built without downloads, weights from a
+checkpoint file (strict) or a named torchvision weight, COCO person boxes out, normalised to [0, 1].
+
+The model runs as torchvision defines it (its own resize to ``min_size``/``max_size``, its own
+post-processing); we keep label 1 (COCO ``person``) with score >= threshold, the first
+``max_per_frame`` of them (torchvision returns them by descending score).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lfbtool.errors import LfbError
+from lfbtool.models.checkpoint import checkpoint_sha256, load_strict, read_checkpoint
+
+PERSON_LABEL = 1  # COCO category id of "person" in torchvision's detection models
+DEFAULT_DETECTOR = "fasterrcnn_resnet50_fpn_v2"
+
+
+def detector_names() -> list[str]:
+    """Every detection model torchvision registers (its own list, not ours)."""
+    import torchvision
+    from torchvision.models import detection
+
+    return sorted(torchvision.models.list_models(module=detection))
+
+
+@dataclass(frozen=True)
+class DetectorSource:
+    """Where a detector's weights come from; what the sidecar and the resume fingerprint record."""
+
+    name: str
+    checkpoint_sha256: str | None = None
+    weights: str | None = None  # torchvision weights enum member, e.g. FasterRCNN_..._Weights.COCO_V1
+    min_size: int = 800
+    max_size: int = 1333
+
+    def record(self) -> dict[str, Any]:
+        return {"detector": self.name, "detector_checkpoint_sha256": self.checkpoint_sha256,
+                "detector_weights": self.weights, "min_size": self.min_size, "max_size": self.max_size}
+
+
+def build_detector(name: str, *, min_size: int = 800, max_size: int = 1333) -> nn.Module:
+    """A randomly initialised torchvision detector ``name`` (no weights downloaded), in eval mode.
+
+    ``min_size``/``max_size`` set torchvision's internal resize (800/1333 are its defaults).
+    """
+    names = detector_names()
+    if name not in names:
+        raise LfbError(f"unknown detector {name!r}; torchvision has: {', '.join(names)}")
+    import torchvision
+
+    kwargs: dict[str, Any] = {"weights": None, "weights_backbone": None}
+    if not name.startswith("ssd"):  # SSD models have a fixed input size
+        kwargs.update(min_size=min_size, max_size=max_size)
+    return torchvision.models.get_model(name, **kwargs).eval()
+
+
+def load_detector(
+    name: str,
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    weights: str | None = None,
+    min_size: int = 800,
+    max_size: int = 1333,
+) -> tuple[nn.Module, DetectorSource]:
+    """Build detector ``name`` and load its weights: a checkpoint file (a state_dict or
+    ``{"state_dict"/"model": ...}``, loaded strictly) or a torchvision weights name (``DEFAULT``,
+    ``COCO_V1``, downloaded by torchvision, hash-checked). Exactly one of the two."""
+    if (checkpoint is None) == (weights is None):
+        raise LfbError("give the detector's weights: --detector-checkpoint FILE (offline) or "
+                       "--detector-weights NAME (e.g. DEFAULT, downloaded by torchvision), not both")
+    model = build_detector(name, min_size=min_size, max_size=max_size)
+    if checkpoint is not None:
+        source = os.fspath(checkpoint)
+        sha = checkpoint_sha256(source)
+        state = read_checkpoint(source)
+        record = DetectorSource(name, checkpoint_sha256=sha, min_size=min_size, max_size=max_size)
+    else:
+        from lfbtool.models.weights import resolve_weights, weights_state_dict
+
+        member = resolve_weights(name, weights)
+        source = str(member)
+        try:
+            state = weights_state_dict(member)
+        except LfbError as error:  # its advice names extract's option; ours is --detector-checkpoint
+            raise LfbError(str(error).replace("--checkpoint", "--detector-checkpoint")) from error
+        record = DetectorSource(name, weights=str(member), checkpoint_sha256=_cached_sha256(member),
+                                min_size=min_size, max_size=max_size)
+    load_strict(model, state, source=source, target=f"detector {name}")
+    return model, record
+
+
+def _cached_sha256(member: Any) -> str | None:
+    """sha256 of torchvision's cached weights file (just downloaded or found by ``get_state_dict``)."""
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(member.url))
+    return checkpoint_sha256(path) if os.path.isfile(path) else None
+
+
+def image_tensor(frame: Tensor) -> Tensor:
+    """uint8 ``[H, W, 3]`` RGB -> float ``[3, H, W]`` in [0, 1], what torchvision detectors take."""
+    return frame.permute(2, 0, 1).to(torch.float32).div_(255.0)
+
+
+def person_boxes(output: dict[str, Tensor], height: int, width: int, *, score_threshold: float,
+                 max_per_frame: int) -> np.ndarray:
+    """One image's torchvision output -> float32 ``[n, 5]``: normalised x1 y1 x2 y2 (clipped to
+    [0, 1]) and score, persons scoring >= ``score_threshold``, the first ``max_per_frame``."""
+    keep = (output["labels"] == PERSON_LABEL) & (output["scores"] >= score_threshold)
+    boxes = output["boxes"][keep][:max_per_frame].detach().to("cpu", torch.float32)
+    scores = output["scores"][keep][:max_per_frame].detach().to("cpu", torch.float32)
+    scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+    normalised = (boxes / scale).clamp_(0.0, 1.0)
+    return torch.cat([normalised, scores[:, None]], dim=1).numpy().astype(np.float32).reshape(-1, 5)
+
+
+@torch.inference_mode()
+def detect_persons(model: nn.Module, frames: list[Tensor], device: torch.device, *, score_threshold: float,
+                   max_per_frame: int) -> list[np.ndarray]:
+    """Person boxes ``[n, 5]`` of each uint8 ``[H, W, 3]`` frame (one forward for the list)."""
+    images = [image_tensor(frame).to(device) for frame in frames]
+    outputs = model(images)
+    return [person_boxes(out, int(f.shape[0]), int(f.shape[1]), score_threshold=score_threshold,
+                         max_per_frame=max_per_frame) for out, f in zip(outputs, frames, strict=True)]

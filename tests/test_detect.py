@@ -1,0 +1,235 @@
+"""``lfbtool detect`` against torchvision called directly, its outputs, crash + resume, torchrun, bad input.
+
+A folder of two own videos (8 fps, 5 s, 48x64, lossless) and a random-weight
+fasterrcnn_mobilenet_v3_large_320_fpn checkpoint whose person logit is raised so persons are found;
+the detector runs at 64 px. Clip 4 x 2: second t is whole for t = 1..4 (centre frame 8t + 1 + 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lfbtool.data.ava import read_proposals
+from tests.conftest import run_lfbtool
+from tests.extract_runs import CRASH_RUNNER, child_env, free_port
+
+DETECTOR = "fasterrcnn_mobilenet_v3_large_320_fpn"
+FPS, SECONDS, HEIGHT, WIDTH = 8, 5, 48, 64
+VIDEOS = ("clip_one", "clip_two")
+
+
+@dataclass(frozen=True)
+class OwnVideos:
+    root: Path
+    videos: Path
+    checkpoint: Path
+
+    def args(self, out: Path, *extra: str) -> list[str]:
+        return ["detect", "--out", str(out), "--videos-root", str(self.videos), "--detector", DETECTOR,
+                "--detector-checkpoint", str(self.checkpoint), "--clip-len", "4", "--frame-interval", "2",
+                "--min-size", "64", "--max-size", "64", "--max-per-frame", "3", "--segment-size", "2",
+                "--device", "cpu", *extra]
+
+
+def person_checkpoint(path: Path, name: str = DETECTOR, seed: int = 0) -> Path:
+    """A random-weight detector whose person logit is raised by 6, so random boxes score ~0.8 as persons."""
+    import torchvision
+
+    torch.manual_seed(seed)
+    model = torchvision.models.get_model(name, weights=None, weights_backbone=None)
+    if hasattr(model, "roi_heads"):
+        with torch.no_grad():
+            model.roi_heads.box_predictor.cls_score.bias[1] += 6.0
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory) -> OwnVideos:
+    from lfbtool.testing.synthetic import synthetic_frames, write_video
+
+    root = tmp_path_factory.mktemp("own_videos")
+    for i, name in enumerate(VIDEOS):
+        write_video(root / "videos" / f"{name}.mp4", synthetic_frames(FPS * SECONDS, HEIGHT, WIDTH, seed=10 + i), FPS)
+    return OwnVideos(root=root, videos=root / "videos", checkpoint=person_checkpoint(root / "detector.pth"))
+
+
+@pytest.fixture(scope="module")
+def reference(own, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reference") / "boxes.pkl"
+    done = run_lfbtool(own.args(out))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def decoded_frames(path: Path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def torchvision_persons(model, frame: np.ndarray, threshold: float, limit: int) -> np.ndarray:
+    """The plain torchvision call: [0, 1] float CHW image in, persons (label 1) >= threshold, boxes / (W, H)."""
+    with torch.no_grad():
+        out = model([torch.from_numpy(frame).permute(2, 0, 1).float() / 255.0])[0]
+    keep = (out["labels"] == 1) & (out["scores"] >= threshold)
+    boxes, scores = out["boxes"][keep][:limit], out["scores"][keep][:limit]
+    height, width = frame.shape[:2]
+    boxes = (boxes / torch.tensor([width, height, width, height], dtype=torch.float32)).clamp(0, 1)
+    return torch.cat([boxes, scores[:, None]], 1).numpy()
+
+
+def test_detect_gives_torchvision_boxes_at_the_centre_frame(own, reference):
+    import torchvision
+
+    model = torchvision.models.get_model(DETECTOR, weights=None, weights_backbone=None, min_size=64, max_size=64)
+    model.load_state_dict(torch.load(own.checkpoint, weights_only=True))
+    model.eval()
+    found = read_proposals(reference)
+    expected_keys = [(v, t) for v in VIDEOS for t in range(1, 5)]  # whole clips of 4 x 2 in 40 frames
+    assert sorted(found) == expected_keys
+    differs_from_neighbour = 0
+    for video in VIDEOS:
+        frames = decoded_frames(own.videos / f"{video}.mp4")
+        for t in range(1, 5):
+            index = FPS * t + 1  # frame number fps*t + 1 + 1 (start_index twice) = decoded frame fps*t + 1
+            expected = torchvision_persons(model, frames[index], 0.5, 3)
+            assert len(expected) == 3
+            assert np.array_equal(found[(video, t)], expected), (video, t)
+            neighbour = torchvision_persons(model, frames[index - 1], 0.5, 3)
+            differs_from_neighbour += not np.array_equal(neighbour, expected)
+    assert differs_from_neighbour == len(expected_keys)  # a wrong frame would be caught
+    sidecar = json.loads(Path(f"{reference}.json").read_text())
+    settings = sidecar["settings"]
+    assert settings["detector"] == DETECTOR
+    assert settings["detector_checkpoint_sha256"] == hashlib.sha256(own.checkpoint.read_bytes()).hexdigest()
+    assert (settings["score_threshold"], settings["max_per_frame"], settings["min_size"]) == (0.5, 3, 64)
+    assert (settings["fps"], settings["timestamp_start"]) == ("auto", 0)
+    assert sidecar["keyframes"] == 8 and sidecar["boxes"] == 24
+    assert not Path(f"{reference}.parts").exists()
+
+
+def test_csv_output_round_trips_to_the_same_keyframes(own, reference, tmp_path):
+    out = tmp_path / "boxes.csv"
+    done = run_lfbtool(own.args(out))
+    assert done.returncode == 0, done.stderr
+    first = out.read_text().splitlines()[0].split(",")
+    assert len(first) == 8 and first[0] == "clip_one" and first[1] == "0001" and first[6] == ""
+    from_csv, from_pkl = read_proposals(out), read_proposals(reference)
+    assert sorted(from_csv) == sorted(from_pkl)
+    for key, boxes in from_pkl.items():
+        assert from_csv[key].dtype == np.float32 and np.array_equal(from_csv[key], boxes), key
+
+
+def test_crash_then_resume_equals_an_uninterrupted_run(own, reference, tmp_path):
+    out = tmp_path / "boxes.pkl"
+    crashed = subprocess.run([sys.executable, str(CRASH_RUNNER), *own.args(out)], capture_output=True, text=True,
+                             timeout=300, env=child_env(LFB_CRASH_AT="detect", LFB_CRASH_N="5"))
+    assert crashed.returncode == -9, crashed.stderr
+    parts = Path(f"{out}.parts")
+    assert not out.exists() and not Path(f"{out}.json").exists()
+    assert sorted(p.name for p in parts.glob("*.pkl")) == ["a001-r00000-s000000.pkl", "a001-r00000-s000001.pkl"]
+    refused = run_lfbtool(own.args(out, "--resume", "--score-threshold", "0.6"))
+    assert refused.returncode == 2 and "refusing to resume with other settings" in refused.stderr
+    assert "score_threshold" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    again = run_lfbtool(own.args(out))
+    assert again.returncode == 2 and "--resume" in again.stderr
+    resumed = run_lfbtool(own.args(out, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "4 detected now, 4 resumed" in resumed.stdout
+    assert out.read_bytes() == reference.read_bytes()
+    assert json.loads(Path(f"{out}.json").read_text()) == json.loads(Path(f"{reference}.json").read_text())
+    assert not parts.exists()
+    complete = run_lfbtool(own.args(out, "--resume"))
+    assert complete.returncode == 0 and "already complete" in complete.stdout
+
+
+def test_two_processes_equal_one(own, reference, tmp_path):
+    out = tmp_path / "boxes.pkl"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               f"--master_port={free_port()}", "-m", "lfbtool", *own.args(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=child_env())
+    assert done.returncode == 0, done.stderr
+    assert "processes   2" in done.stdout
+    assert out.read_bytes() == reference.read_bytes()
+
+
+def _refused(own: OwnVideos, tmp_path: Path, *args: str, videos: Path | None = None) -> str:
+    out = tmp_path / "out" / "boxes.pkl"
+    out.parent.mkdir()
+    argv = own.args(out, *args)
+    if videos is not None:
+        argv[argv.index("--videos-root") + 1] = str(videos)
+    done = run_lfbtool(argv)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert list(out.parent.iterdir()) == []  # nothing that looks finished, no parts
+    return lines[0]
+
+
+def test_unknown_detector(own, tmp_path):
+    line = _refused(own, tmp_path, "--detector", "fasterrcnn_resnet9000")
+    assert "unknown detector 'fasterrcnn_resnet9000'" in line and "fasterrcnn_resnet50_fpn_v2" in line
+
+
+def test_checkpoint_of_another_detector(own, tmp_path):
+    other = person_checkpoint(tmp_path / "ssdlite.pth", "ssdlite320_mobilenet_v3_large")
+    line = _refused(own, tmp_path, "--detector-checkpoint", str(other))
+    assert "ssdlite.pth: checkpoint does not fit detector fasterrcnn_mobilenet_v3_large_320_fpn" in line
+    assert "missing keys [" in line and "unexpected keys [" in line
+
+
+def test_video_without_frames(own, tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "broken.mp4").write_bytes(b"")
+    line = _refused(own, tmp_path, videos=videos)
+    assert "broken.mp4" in line and "cannot open video" in line
+    frames = tmp_path / "frames" / "blank"
+    frames.mkdir(parents=True)
+    listing = tmp_path / "list.txt"
+    listing.write_text("blank\n")
+    out = tmp_path / "out2" / "boxes.pkl"
+    out.parent.mkdir()
+    done = run_lfbtool(["detect", "--out", str(out), "--frames-root", str(tmp_path / "frames"), "--video-list",
+                        str(listing), "--detector-checkpoint", str(own.checkpoint), "--detector", DETECTOR])
+    assert done.returncode == 2 and done.stderr.strip().endswith("video blank has no frames"), done.stderr
+    assert list(out.parent.iterdir()) == []
+
+
+def test_weights_options(tmp_path, monkeypatch):
+    from lfbtool.errors import LfbError
+    from lfbtool.models.detector import load_detector
+
+    with pytest.raises(LfbError, match="--detector-checkpoint FILE .* or --detector-weights NAME"):
+        load_detector(DETECTOR)
+    with pytest.raises(LfbError, match="not both"):
+        load_detector(DETECTOR, checkpoint=tmp_path / "x.pth", weights="DEFAULT")
+    with pytest.raises(LfbError, match="'IMAGENET' is not a torchvision weight of fasterrcnn_mobilenet_v3_large_320_fpn"):
+        load_detector(DETECTOR, weights="IMAGENET")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # nothing cached
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)  # no network in tests
+    with pytest.raises(LfbError, match="cannot download torchvision weights .*--detector-checkpoint"):
+        load_detector(DETECTOR, weights="DEFAULT")
+
+
+def test_batches_equal_single_keyframes(own, reference, tmp_path):
+    out = tmp_path / "boxes.pkl"
+    done = run_lfbtool(own.args(out, "--batch-size", "3"))  # batches of 3, 3, 2 (same image size in both videos)
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == reference.read_bytes()
