@@ -44,5 +44,8 @@ def main() -> None:
 
 
 # Command modules register themselves on `app` when imported (ruff: E402/F401/I001 off for this file).
-from lfbtool.cli import backbones_cmd, bank_cmds, extract_cmd, recognize_cmd
+from lfbtool.cli import backbones_cmd, bank_cmds, extract_cmd
 from lfbtool.cli import verify_cmd
+from lfbtool.cli.recognize_cmd import recognize_command
+
+app.command("recognize")(recognize_command)
