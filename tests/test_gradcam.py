@@ -130,3 +130,25 @@ def test_cli_writes_png_gif_and_npy(tmp_path):
     png = Image.open(out / "walk.mp4.gradcam.png")
     png.load()
     assert png.format == "PNG" and png.size == (4 * 32, 32 + 16)
+
+
+def test_cli_2d_model_explains_the_segments_of_the_first_crop(tmp_path):
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), tmp_path / "r18.pth")
+    video = write_video(tmp_path / "jump.mp4", synthetic_frames(9, 32, 40, seed=2), fps=8, lossless=True)
+    out = tmp_path / "pictures"
+    result = CliRunner().invoke(app, [
+        "recognize", str(video), "--backbone", "torchvision.resnet18", "--checkpoint", str(tmp_path / "r18.pth"),
+        "--num-clips", "3", "--short-side", "32", "--crop-size", "32", "--device", "cpu", "--gradcam", str(out),
+        "--gradcam-class", "1"])
+    assert result.exit_code == 0, result.output
+    heat = np.load(out / "jump.mp4.gradcam.npy")
+    assert heat.shape == (3, 32, 32)  # T = the 3 segments
+    recognizer = build_recognizer("torchvision.resnet18", checkpoint=str(tmp_path / "r18.pth")).recognizer.eval()
+    from lfbtool.recognize import RecognizeOptions, open_input, resolve_settings, video_views
+
+    settings = resolve_settings(recognizer, RecognizeOptions(num_clips=3, short_side=32, crop_size=32))
+    views, _ = video_views(open_input(video, settings), settings)  # [3, 3, 1, 32, 32], one frame per view
+    expected = lfbtool.gradcam(recognizer, views[:, :, 0].transpose(0, 1), target_class=1)
+    np.testing.assert_allclose(heat, expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert Image.open(out / "jump.mp4.gradcam.gif").n_frames == 3

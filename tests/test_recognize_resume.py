@@ -181,3 +181,15 @@ def test_memory_budget_groups_clips_with_the_same_results(tmp_path):
         assert a.num_views == b.num_views == 50
         assert torch.equal(a.scores, b.scores) and torch.equal(a.embeddings, b.embeddings)
         assert torch.equal(a.gradcam_views, b.gradcam_views)
+
+
+def test_no_loop_makes_a_short_video_a_failed_input(clips):
+    recognizer = build_recognizer("r3d_18", checkpoint=str(clips["checkpoint"])).recognizer
+    short = clips["inputs"][0]  # 6 frames
+    options = dict(num_clips=1, clip_len=4, frame_interval=2, short_side=32, crop_size=32)  # span 7
+    (looped,) = recognize([short], recognizer, resolve_settings(recognizer, RecognizeOptions(**options)))
+    assert looped.looped and looped.error is None
+    strict = resolve_settings(recognizer, RecognizeOptions(**options, loop=False))
+    (failed,) = recognize([short], recognizer, strict, keep_going=True)
+    assert failed.scores is None and failed.error == (
+        f"{short}: 6 frames is shorter than one clip (7 frames) and --no-loop is set")
