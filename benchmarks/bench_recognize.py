@@ -6,8 +6,12 @@ Writes ``--videos`` synthetic mp4 files, then measures on the same views:
   ``--max-testing-views``, clip averaging), wall time over all videos;
 * bare: the recognizer's forward (normalization + network) on the already prepared uint8 views,
   already on the device, in the same chunks;
+* features: the full path also returning clip embeddings (``recognize --features``);
+* Grad-CAM: one forward + backward per input on its first view (``recognize --gradcam``, files not
+  counted), reported as seconds per input;
 
-and prints both rates and full/bare (1.0 means preparing views costs nothing on top of the model).
+and prints the rates, full/bare (1.0 means preparing views costs nothing on top of the model),
+features/full, and Grad-CAM's cost per input.
 Run: ``python benchmarks/bench_recognize.py [--device cuda] [--backbone slowonly_r50]``.
 """
 
@@ -51,8 +55,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     import torch
 
+    from lfbtool.grad_cam import compute_gradcam
     from lfbtool.models.recognizer_factory import build_recognizer
-    from lfbtool.recognize import RecognizeOptions, _prepare, recognize, resolve_settings
+    from lfbtool.recognize import RecognizeOptions, open_input, recognize, resolve_settings, video_views
     from lfbtool.testing.synthetic import synthetic_frames, write_video
 
     device = torch.device(
@@ -79,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             batch_videos=args.batch_videos,
         ),
     )
-    views = torch.cat([_prepare(path, settings)[0] for path in paths])
+    views = torch.cat([video_views(open_input(path, settings), settings)[0] for path in paths])
     total_views = int(views.shape[0])
     chunk = settings.max_testing_views or settings.views_per_video * settings.batch_videos
     on_device = views.to(device)
@@ -93,7 +98,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         for _ in recognize(paths, recognizer, settings, device=device):
             pass
 
-    runs = {"bare": bare, "full": full}
+    def features() -> None:
+        for _ in recognize(paths, recognizer, settings, device=device, embeddings=True):
+            pass
+
+    first = views.view(len(paths), -1, *views.shape[1:])[:, 0]  # each input's first view
+
+    def gradcam() -> None:
+        for clip in first:
+            if recognizer.is_2d:
+                raise SystemExit("the Grad-CAM timing reads 3D clips; use a 3D --backbone")
+            compute_gradcam(recognizer, clip)
+
+    runs = {"bare": bare, "full": full, "features": features, "gradcam": gradcam}
     for run in runs.values():
         run()  # warm-up: kernels, allocator, file cache
     timings = {name: float("inf") for name in runs}
@@ -112,6 +129,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "bare_views_per_s": total_views / timings["bare"],
         "full_views_per_s": total_views / timings["full"],
         "full_over_bare": timings["bare"] / timings["full"],
+        "features_views_per_s": total_views / timings["features"],
+        "features_over_full": timings["full"] / timings["features"],
+        "gradcam_s_per_input": timings["gradcam"] / len(paths),
     }
     if args.json:
         print(json.dumps(result))
@@ -120,6 +140,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"  bare model forward  {result['bare_views_per_s']:8.2f} views/s")
         print(f"  full recognize path {result['full_views_per_s']:8.2f} views/s")
         print(f"  full / bare         {result['full_over_bare']:8.3f}")
+        print(f"  with --features     {result['features_views_per_s']:8.2f} views/s "
+              f"({result['features_over_full']:.3f} of the full path's rate)")
+        print(f"  Grad-CAM            {result['gradcam_s_per_input']:8.4f} s per input (first view, forward + backward)")
     return result
 
 

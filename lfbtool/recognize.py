@@ -4,7 +4,12 @@ Per video (a video file or a frame directory): test-clip frame numbers (MMAction
 test mode), decode, resize the short side, crop (center / three / ten), then the recognizer scores
 every view in at most ``max_testing_views`` views per forward and ``average_clips`` reduces them.
 Views of ``batch_videos`` videos share forwards; the next videos decode in a background thread
-while the model runs.
+while the model runs. An input whose uint8 views would exceed ``memory_budget`` bytes is decoded and
+scored in groups of clips instead (same per-view scores, same averaging).
+
+A bad input (unreadable, no frames, too short with ``loop=False``) raises, or with ``keep_going``
+becomes a :class:`VideoResult` with ``error`` set and the loop goes on. Running a whole test set with
+result files, resume and torchrun is :mod:`lfbtool.recognize_job`.
 """
 
 from __future__ import annotations
@@ -25,17 +30,22 @@ from lfbtool.data.preprocess import resize_clip, resized_shape
 from lfbtool.data.views import (
     NUM_CROPS,
     ClipPlan,
-    crop_major,
     cut_crops,
     plan_clips,
     resolve_crop_size,
     windows_for,
 )
 from lfbtool.errors import LfbError
+from lfbtool.labels import KINETICS400, load_labels, top_k
 from lfbtool.models.recognizers import BaseRecognizer, average_clip, check_max_testing_views
 
-KINETICS400 = "kinetics400"
+#: Default bound on one input's decoded uint8 views (``--memory-budget``).
+DEFAULT_MEMORY_BUDGET = 1 << 30
 
+__all__ = [
+    "KINETICS400", "RecognizeOptions", "TestSettings", "VideoResult", "expand_inputs", "load_labels", "recognize",
+    "resolve_settings", "top_k", "video_views",
+]
 
 @dataclass(frozen=True)
 class RecognizeOptions:
@@ -52,6 +62,8 @@ class RecognizeOptions:
     batch_videos: int = 1
     template: str = "img_{:05d}.jpg"
     start_index: int = 1
+    loop: bool = True
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,8 @@ class TestSettings:
     batch_videos: int
     template: str
     start_index: int
+    loop: bool = True
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
 
     @property
     def num_crops(self) -> int:
@@ -78,17 +92,34 @@ class TestSettings:
     def views_per_video(self) -> int:
         return self.num_clips * self.num_crops
 
+    @property
+    def clips_per_group(self) -> int:
+        """Clips decoded together so that their uint8 views stay within ``memory_budget`` (at least 1)."""
+        per_clip = self.num_crops * 3 * self.clip_len * self.crop_size * self.crop_size
+        return max(1, min(self.num_clips, self.memory_budget // per_clip))
+
 
 @dataclass
 class VideoResult:
-    """One video's scores: ``[C]`` averaged, or ``[views, C]`` per view when average_clips is none."""
+    """One input's outcome, ``index`` its position in the inputs given.
+
+    ``scores``: ``[C]`` averaged, or ``[views, C]`` per view when average_clips is none.
+    ``embeddings`` (when asked for): the classifier's input, ``[D]`` (plain mean over views for score
+    and prob) or ``[views, D]``. ``gradcam_views``: the raw views Grad-CAM reads (the first view; for 2D
+    models every segment of the first crop), kept only when asked for. ``error``: why the input failed
+    (then scores is None).
+    """
 
     input: str
     num_frames: int
     num_views: int
-    scores: Tensor
+    scores: Tensor | None
     looped: bool
     notice: str | None
+    index: int = 0
+    embeddings: Tensor | None = None
+    gradcam_views: Tensor | None = None
+    error: str | None = None
 
 
 def resolve_settings(recognizer: BaseRecognizer, options: RecognizeOptions) -> TestSettings:
@@ -106,6 +137,8 @@ def resolve_settings(recognizer: BaseRecognizer, options: RecognizeOptions) -> T
     average_clips = AverageClips.parse(options.average_clips, "--average-clips")
     if options.batch_videos < 1:
         raise LfbError(f"--batch-videos must be >= 1, got {options.batch_videos}")
+    if options.memory_budget < 1:
+        raise LfbError(f"--memory-budget must be >= 1 byte, got {options.memory_budget}")
     settings = TestSettings(
         clip_len=clip_len,
         frame_interval=options.frame_interval if options.frame_interval is not None else d.frame_interval,
@@ -118,6 +151,8 @@ def resolve_settings(recognizer: BaseRecognizer, options: RecognizeOptions) -> T
         batch_videos=options.batch_videos,
         template=options.template,
         start_index=options.start_index,
+        loop=options.loop,
+        memory_budget=options.memory_budget,
     )
     for flag, value in (
         ("clip-len", clip_len),
@@ -160,8 +195,8 @@ def open_input(path: Path, settings: TestSettings) -> ClipSource:
     return VideoFile(path, start_index=settings.start_index)
 
 
-def video_views(source: ClipSource, settings: TestSettings) -> tuple[Tensor, ClipPlan]:
-    """uint8 views ``[num_crops * num_clips, 3, T, crop, crop]`` (crop-major) of one input."""
+def plan_for(source: ClipSource, settings: TestSettings) -> ClipPlan:
+    """The input's test clips; a too-short input is an error when looping is off."""
     total = source.num_frames
     if total < 1:
         raise LfbError(f"{source.path}: no frames (frame directories must match {settings.template})")
@@ -172,25 +207,113 @@ def video_views(source: ClipSource, settings: TestSettings) -> tuple[Tensor, Cli
         num_clips=settings.num_clips,
         start_index=settings.start_index,
     )
+    if plan.looped and not settings.loop:
+        raise LfbError(
+            f"{source.path}: {plan.total} frames is shorter than one clip ({plan.span} frames) and --no-loop is set"
+        )
+    return plan
+
+
+def decode_clips(source: ClipSource, plan: ClipPlan, settings: TestSettings, clips: range) -> Tensor:
+    """uint8 crops of the clips in ``clips``: ``[num_crops, len(clips), 3, T, crop, crop]``."""
     per_clip = []
-    for numbers in plan.numbers:
-        frames = source.read(numbers.tolist())
+    for c in clips:
+        frames = source.read(plan.numbers[c].tolist())
         height, width = int(frames.shape[1]), int(frames.shape[2])
         clip = resize_clip(frames, resized_shape(height, width, settings.short_side))
         per_clip.append(
             cut_crops(clip, windows_for(clip.shape[-2], clip.shape[-1], settings.crop_size, settings.crops))
         )
-    return crop_major(per_clip), plan
+    return torch.stack(per_clip, dim=1)
 
 
-def _prepare(path: Path, settings: TestSettings) -> tuple[Tensor, ClipPlan]:
-    source = open_input(path, settings)
+def video_views(source: ClipSource, settings: TestSettings) -> tuple[Tensor, ClipPlan]:
+    """uint8 views ``[num_crops * num_clips, 3, T, crop, crop]`` (crop-major) of one input."""
+    plan = plan_for(source, settings)
+    return decode_clips(source, plan, settings, range(plan.num_clips)).flatten(0, 1), plan
+
+
+@dataclass
+class _Prepared:
+    path: Path
+    plan: ClipPlan | None = None
+    views: Tensor | None = None  # None with a plan: over the memory budget, decoded in groups when scored
+    error: str | None = None
+
+
+def _close(source: ClipSource) -> None:
+    close = getattr(source, "close", None)
+    if close is not None:
+        close()
+
+
+def _prepare(path: Path, settings: TestSettings, keep_going: bool = False) -> _Prepared:
     try:
-        return video_views(source, settings)
+        source = open_input(path, settings)
+        try:
+            plan = plan_for(source, settings)
+            if settings.clips_per_group < plan.num_clips:
+                return _Prepared(path, plan)
+            return _Prepared(path, plan, decode_clips(source, plan, settings, range(plan.num_clips)).flatten(0, 1))
+        finally:
+            _close(source)
+    except LfbError as error:
+        if not keep_going:
+            raise
+        return _Prepared(path, error=str(error))
+
+
+def _forward(
+    recognizer: BaseRecognizer, views: Tensor, settings: TestSettings, embeddings: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Per-view logits (float32, cpu) and, when asked, per-view embeddings."""
+    if embeddings:
+        scores, pooled = recognizer.view_embeddings(views, settings.max_testing_views)
+        return scores.float().cpu(), pooled.float().cpu()
+    return recognizer.view_scores(views, settings.max_testing_views).float().cpu(), None
+
+
+def _gradcam_count(recognizer: BaseRecognizer, settings: TestSettings) -> int:
+    """Views Grad-CAM reads: the first view; for 2D models every segment of the first crop."""
+    return settings.num_clips if recognizer.is_2d else 1
+
+
+def _grouped(
+    recognizer: BaseRecognizer, item: _Prepared, settings: TestSettings, embeddings: bool, gradcam: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Per-view scores of an input over the memory budget: clips decoded and scored group by group,
+    reassembled in crop-major view order."""
+    assert item.plan is not None
+    plan, step = item.plan, settings.clips_per_group
+    scores, pooled, first_crop = [], [], []
+    source = open_input(item.path, settings)
+    try:
+        for start in range(0, plan.num_clips, step):
+            crops = decode_clips(source, plan, settings, range(start, min(start + step, plan.num_clips)))
+            s, e = _forward(recognizer, crops.flatten(0, 1), settings, embeddings)
+            scores.append(s.view(crops.shape[0], crops.shape[1], -1))
+            if e is not None:
+                pooled.append(e.view(crops.shape[0], crops.shape[1], -1))
+            if gradcam:
+                first_crop.append(crops[0])
     finally:
-        close = getattr(source, "close", None)
-        if close is not None:
-            close()
+        _close(source)
+    views = torch.cat(first_crop)[: _gradcam_count(recognizer, settings)] if gradcam else None
+    return (
+        torch.cat(scores, dim=1).flatten(0, 1),
+        torch.cat(pooled, dim=1).flatten(0, 1) if embeddings else None,
+        views,
+    )
+
+
+def reduce_views(per_view: Tensor, mode: AverageClips) -> Tensor:
+    """One input's per-view scores ``[V, C]`` -> ``[C]`` (``[V, C]`` for none)."""
+    return average_clip(per_view, int(per_view.shape[0]), mode)[0]
+
+
+def reduce_embeddings(per_view: Tensor, mode: AverageClips) -> Tensor:
+    """Per-view embeddings ``[V, D]`` -> their plain mean ``[D]`` (score and prob), or as they are (none)."""
+    return per_view if mode is AverageClips.none else per_view.mean(dim=0)
 
 
 @torch.no_grad()
@@ -199,11 +322,28 @@ def score_views(
 ) -> list[Tensor]:
     """Score the views of several videos in shared forwards; one averaged result per video."""
     counts = [int(v.shape[0]) for v in views]
-    scores = recognizer.view_scores(torch.cat(list(views), dim=0), settings.max_testing_views).float().cpu()
-    return [
-        average_clip(part, count, settings.average_clips)[0]
-        for part, count in zip(scores.split(counts), counts, strict=True)
-    ]
+    scores, _ = _forward(recognizer, torch.cat(list(views), dim=0), settings, False)
+    return [reduce_views(part, settings.average_clips) for part in scores.split(counts)]
+
+
+@torch.no_grad()
+def _score_group(
+    recognizer: BaseRecognizer, group: list[_Prepared], settings: TestSettings, embeddings: bool, gradcam: bool
+) -> list[tuple[Tensor, Tensor | None, Tensor | None]]:
+    """Per input of ``group`` (all prepared without error): per-view scores, embeddings, Grad-CAM views."""
+    whole = [item for item in group if item.views is not None]
+    outputs: dict[int, tuple[Tensor, Tensor | None, Tensor | None]] = {}
+    if whole:
+        counts = [int(item.views.shape[0]) for item in whole]  # type: ignore[union-attr]
+        scores, pooled = _forward(recognizer, torch.cat([item.views for item in whole]), settings, embeddings)
+        pooled_parts = pooled.split(counts) if pooled is not None else [None] * len(whole)
+        for item, s, e in zip(whole, scores.split(counts), pooled_parts, strict=True):
+            views = item.views[: _gradcam_count(recognizer, settings)] if gradcam else None  # type: ignore[index]
+            outputs[id(item)] = (s, e, views)
+    for item in group:
+        if item.views is None:
+            outputs[id(item)] = _grouped(recognizer, item, settings, embeddings, gradcam)
+    return [outputs[id(item)] for item in group]
 
 
 def recognize(
@@ -213,70 +353,52 @@ def recognize(
     *,
     device: torch.device | str = "cpu",
     on_notice: Callable[[str], None] | None = None,
+    keep_going: bool = False,
+    embeddings: bool = False,
+    gradcam_views: bool = False,
 ) -> Iterator[VideoResult]:
     """Yield one :class:`VideoResult` per input, in input order.
 
     ``on_notice`` receives one-line notices (a video shorter than one clip loops its frames).
+    ``keep_going``: a bad input yields a result with ``error`` instead of raising. ``embeddings``:
+    also return the clip embeddings (one forward gives both). ``gradcam_views``: keep the raw views
+    Grad-CAM reads (see :func:`lfbtool.gradcam.gradcam`).
     """
     paths = expand_inputs(inputs)
     device = torch.device(device)
     recognizer.eval().to(device)
     lookahead = settings.batch_videos + 1
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lfbtool-decode") as pool:
-        pending: deque[tuple[Path, Future[tuple[Tensor, ClipPlan]]]] = deque()
-        queue = iter(paths)
+        pending: deque[tuple[int, Future[_Prepared]]] = deque()
+        queue = iter(enumerate(paths))
 
         def refill() -> None:
             while len(pending) < lookahead:
-                path = next(queue, None)
-                if path is None:
+                item = next(queue, None)
+                if item is None:
                     return
-                pending.append((path, pool.submit(_prepare, path, settings)))
+                pending.append((item[0], pool.submit(_prepare, item[1], settings, keep_going)))
 
         refill()
         while pending:
             group = [pending.popleft() for _ in range(min(settings.batch_videos, len(pending)))]
-            prepared = [(path, future.result()) for path, future in group]
+            prepared = [(index, future.result()) for index, future in group]
             refill()
-            scores = score_views(recognizer, [views for _, (views, _) in prepared], settings)
-            for (path, (views, plan)), score in zip(prepared, scores, strict=True):
-                notice = plan.notice(str(path))
+            good = [item for _, item in prepared if item.error is None]
+            outputs = dict(zip(map(id, good), _score_group(recognizer, good, settings, embeddings, gradcam_views),
+                               strict=True))
+            for index, item in prepared:
+                if item.error is not None:
+                    yield VideoResult(str(item.path), 0, 0, None, False, None, index=index, error=item.error)
+                    continue
+                assert item.plan is not None
+                per_view, pooled, views = outputs[id(item)]
+                notice = item.plan.notice(str(item.path))
                 if notice and on_notice is not None:
                     on_notice(notice)
-                yield VideoResult(str(path), plan.total, int(views.shape[0]), score, plan.looped, notice)
-
-
-def load_labels(
-    labels: str | None, num_classes: int, categories: Sequence[str] | None = None
-) -> list[str] | None:
-    """Class names: a file with one name per line (its line count must equal ``num_classes``), the
-    word ``kinetics400`` for torchvision's Kinetics-400 names, else the weights' categories."""
-    if labels is None:
-        return list(categories) if categories is not None else None
-    if labels == KINETICS400 and not Path(labels).exists():
-        from torchvision.models.video import R3D_18_Weights
-
-        names = list(R3D_18_Weights.KINETICS400_V1.meta["categories"])
-        source = "the kinetics400 label set"
-    else:
-        try:
-            names = Path(labels).read_text(encoding="utf-8").splitlines()
-        except OSError as error:
-            raise LfbError(f"{labels}: cannot read labels file ({error.strerror or error})") from error
-        while names and not names[-1].strip():
-            names.pop()
-        names = [name.strip() for name in names]
-        source = labels
-    if len(names) != num_classes:
-        raise LfbError(
-            f"{source}: {len(names)} labels but the model has {num_classes} classes (one label per line)"
-        )
-    return names
-
-
-def top_k(scores: Tensor, k: int) -> list[tuple[int, float]]:
-    """``(class index, score)`` of the ``k`` highest scores (per-view scores are averaged first)."""
-    if scores.ndim == 2:
-        scores = scores.mean(dim=0)
-    values, indices = scores.topk(min(k, scores.shape[-1]))
-    return [(int(i), float(v)) for i, v in zip(indices, values, strict=True)]
+                yield VideoResult(
+                    str(item.path), item.plan.total, int(per_view.shape[0]),
+                    reduce_views(per_view, settings.average_clips), item.plan.looped, notice, index=index,
+                    embeddings=reduce_embeddings(pooled, settings.average_clips) if pooled is not None else None,
+                    gradcam_views=views,
+                )

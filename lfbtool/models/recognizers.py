@@ -113,6 +113,13 @@ class BaseRecognizer(nn.Module):
             return self(views.to(device, non_blocking=True))
         return torch.cat([self(part.to(device, non_blocking=True)) for part in views.split(chunk)], dim=0)
 
+    def view_embeddings(self, views: Tensor, max_testing_views: int | None = None) -> tuple[Tensor, Tensor]:
+        """Logits and clip embeddings of every view, chunked like :meth:`view_scores`."""
+        device = self.normalize.mean.device
+        chunk = check_max_testing_views(max_testing_views) or views.shape[0]
+        parts = [self.forward_with_embeddings(part.to(device, non_blocking=True)) for part in views.split(chunk)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
     # -- test path --------------------------------------------------------------------------
     average_clip = staticmethod(average_clip)
 
@@ -127,6 +134,9 @@ class BaseRecognizer(nn.Module):
         return average_clip(scores, imgs.shape[1], average_clips)
 
     # -- training (see lfbtool.models.training) ----------------------------------------------
+    #: Mini-batch blending, ``aux_info`` and the loss of ``train_step`` (MMAction2's ``train_cfg``).
+    train_cfg: training.TrainConfig | None = None
+
     def train_step(self, data_batch: Mapping[str, Tensor], optimizer: Any = None) -> dict[str, Any]:
         return training.train_step(self, data_batch, optimizer)
 
