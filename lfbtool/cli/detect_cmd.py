@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from lfbtool.console import is_main_process, stdout
+from lfbtool.console import stdout
+from lfbtool.runtime import is_main_process
 
 _INPUTS = "Inputs"
 _MODEL = "Detector"
