@@ -14,7 +14,8 @@ from torch import Tensor
 BN_EPS = 1e-5
 STAGES = (3, 4, 6, 3)  # bottlenecks per stage (ResNet-50)
 DEPTH_STAGES = {50: STAGES, 101: (3, 4, 23, 3)}
-STAGE_SPATIAL_STRIDE = (1, 2, 2, 1)
+STAGE_SPATIAL_STRIDE = (1, 2, 2, 1)  # AVA detectors (output stride 16)
+KINETICS_SPATIAL_STRIDE = (1, 2, 2, 2)  # MMAction2's ResNet3d default, used by its Kinetics recognizers
 STAGE_INFLATED = (False, False, True, True)  # 3x1x1 temporal kernel in conv1 of every block
 NL_R50 = ((0, 0, 0), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 0, 0))  # MMAction2 non-local SlowOnly
 FAST_BASE = 8  # 64 / channel_ratio 8
@@ -75,26 +76,29 @@ def _stem(sd: dict[str, Tensor], prefix: str, x: Tensor, kernel_t: int) -> Tenso
 
 
 def _stage(sd: dict[str, Tensor], prefix: str, x: Tensor, stage: int, blocks: int, inflated: bool,
-           non_local: tuple[int, ...] | None = None) -> Tensor:
+           non_local: tuple[int, ...] | None = None, strides: tuple[int, ...] = STAGE_SPATIAL_STRIDE) -> Tensor:
     for block in range(blocks):
-        stride = STAGE_SPATIAL_STRIDE[stage] if block == 0 else 1
+        stride = strides[stage] if block == 0 else 1
         flag = bool(non_local[block]) if non_local else False
         x = _bottleneck(sd, f"{prefix}layer{stage + 1}.{block}", x, stride, inflated, flag)
     return x
 
 
 def slowonly_reference(state_dict: dict[str, Tensor], x: Tensor, *, depth: int = 50,
-                       non_local: tuple[tuple[int, ...], ...] | None = None) -> Tensor:
+                       non_local: tuple[tuple[int, ...], ...] | None = None,
+                       strides: tuple[int, ...] = STAGE_SPATIAL_STRIDE) -> Tensor:
     """SlowOnly R50/R101 (optionally non-local): [N, 3, T, H, W] -> [N, 2048, T, H/16, W/16]."""
     x = _stem(state_dict, "", x, 1)
     for stage, blocks in enumerate(DEPTH_STAGES[depth]):
-        x = _stage(state_dict, "", x, stage, blocks, STAGE_INFLATED[stage], non_local[stage] if non_local else None)
+        x = _stage(state_dict, "", x, stage, blocks, STAGE_INFLATED[stage], non_local[stage] if non_local else None,
+                   strides)
     return x
 
 
-def slowonly_r50_reference(state_dict: dict[str, Tensor], x: Tensor) -> Tensor:
-    """[N, 3, T, H, W] normalized input -> [N, 2048, T, H/16, W/16] features."""
-    return slowonly_reference(state_dict, x)
+def slowonly_r50_reference(state_dict: dict[str, Tensor], x: Tensor,
+                           strides: tuple[int, ...] = STAGE_SPATIAL_STRIDE) -> Tensor:
+    """[N, 3, T, H, W] normalized input -> [N, 2048, T, H/16, W/16] features (H/32 with Kinetics strides)."""
+    return slowonly_reference(state_dict, x, strides=strides)
 
 
 def slowfast_r50_reference(state_dict: dict[str, Tensor], x: Tensor, *, rate: int, speed: int,

@@ -15,11 +15,7 @@ from lfbtool.errors import LfbError
 from lfbtool.models.checkpoint import checkpoint_sha256
 from lfbtool.models.recognizer_factory import build_recognizer
 from lfbtool.testing.synthetic import synthetic_frames, write_frame_dir
-
-try:
-    from tests.reference import slowonly_r50_reference
-except ImportError:  # pytest run with tests/ on sys.path
-    from reference import slowonly_r50_reference
+from tests.reference import KINETICS_SPATIAL_STRIDE, slowonly_r50_reference
 
 PNG = "img_{:05d}.png"
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1, 1)
@@ -59,7 +55,7 @@ def test_embeddings_are_the_pooled_backbone_features(data, tmp_path):
     views = torch.stack([torch.from_numpy(data["frames"][s:s + 4]).permute(3, 0, 1, 2)[..., 4:36] for s in (0, 4)])
     backbone = {k[len("backbone."):]: v for k, v in data["state"].items() if k.startswith("backbone.")}
     with torch.no_grad():
-        expected = slowonly_r50_reference(backbone, (views.float() - MEAN) / STD).mean(dim=(2, 3, 4))
+        expected = slowonly_r50_reference(backbone, (views.float() - MEAN) / STD, KINETICS_SPATIAL_STRIDE).mean(dim=(2, 3, 4))
     assert per_view.inputs == [str(data["root"] / "clip")] and per_view.failed == [str(data["root"] / "missing")]
     assert per_view.embeddings.shape == (1, 2, 2048) and per_view.num_views.tolist() == [2]
     np.testing.assert_allclose(per_view.embeddings[0], expected.numpy(), rtol=1e-4, atol=1e-5)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from lfbtool.errors import LfbError
 from lfbtool.models import backbone_spec, create_backbone, load_backbone_weights
-from lfbtool.models.slowfast import SlowFastHead
+from lfbtool.models.heads import SlowFastHead
 from lfbtool.testing.checkpoints import random_backbone_state
 from tests.reference import (
     NL_R50,

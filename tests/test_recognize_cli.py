@@ -20,7 +20,7 @@ from lfbtool.errors import LfbError
 from lfbtool.models.recognizer_factory import build_recognizer
 from lfbtool.recognize import RecognizeOptions, load_labels, recognize, resolve_settings
 from lfbtool.testing.synthetic import synthetic_frames, write_frame_dir, write_video
-from tests.reference import slowonly_r50_reference
+from tests.reference import KINETICS_SPATIAL_STRIDE, slowonly_r50_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = "img_{:05d}.png"
@@ -86,7 +86,7 @@ def reference_logits(frames: np.ndarray, state: dict[str, torch.Tensor]) -> torc
     x = (torch.stack(views).float() - MEAN) / STD
     backbone = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     with torch.no_grad():
-        feats = slowonly_r50_reference(backbone, x).mean(dim=(2, 3, 4))
+        feats = slowonly_r50_reference(backbone, x, KINETICS_SPATIAL_STRIDE).mean(dim=(2, 3, 4))
     return feats @ state["cls_head.fc_cls.weight"].T + state["cls_head.fc_cls.bias"]
 
 

@@ -272,3 +272,23 @@ def test_train_step_log_vars_are_averaged_across_ranks(tmp_path):
         assert result["log_vars"]["loss_cls"] == pytest.approx(sum(local) / 2, rel=1e-6)
         assert result["log_vars"]["loss"] == pytest.approx(sum(local) / 2, rel=1e-6)
         assert result["num_samples"] == 2
+
+
+def test_mmaction_recognizers_use_kinetics_strides_and_their_heads():
+    """MMAction2's Kinetics recognizers keep stride 2 in the last stage (ResNet3d's default), unlike the
+    AVA detectors (stride 1 there); SlowFast recognizers pool both pathways, fast first, into fc_cls."""
+    slowonly = build_recognizer("slowonly_r50", num_classes=3).recognizer.eval()
+    with torch.no_grad():
+        assert slowonly.backbone(torch.zeros(1, 3, 2, 64, 64)).shape[-2:] == (2, 2)  # 64 / 32
+    slowfast = build_recognizer("slowfast_r50", num_classes=3).recognizer.eval()
+    state = slowfast.state_dict()
+    assert state["cls_head.fc_cls.weight"].shape == (3, 2048 + 256)
+    x = torch.randint(0, 256, (1, 3, 8, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        slow, fast = slowfast.backbone(slowfast.normalize(x))
+        assert slow.shape[-2:] == (2, 2) and fast.shape[-2:] == (2, 2)
+        pooled = torch.cat([fast.mean(dim=(2, 3, 4)), slow.mean(dim=(2, 3, 4))], dim=1)
+        expected = pooled @ state["cls_head.fc_cls.weight"].T + state["cls_head.fc_cls.bias"]
+        torch.testing.assert_close(slowfast(x), expected, rtol=1e-5, atol=1e-5)
+        _, embedding = slowfast.forward_with_embeddings(x)
+        torch.testing.assert_close(embedding, pooled, rtol=1e-5, atol=1e-6)

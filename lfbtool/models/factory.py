@@ -13,11 +13,13 @@ from lfbtool.models.weights import resolve_weights, weights_state_dict
 __all__ = ["create_backbone"]
 
 
-def create_backbone(name: str, *, weights: str | None = None) -> nn.Module:
+def create_backbone(name: str, *, weights: str | None = None,
+                    spatial_strides: tuple[int, ...] | None = None) -> nn.Module:
     """Build backbone ``name`` in eval mode; ``weights`` names torchvision weights of its spec's
-    ``torchvision_model`` (e.g. ``R3D_18_Weights.KINETICS400_V1`` or ``DEFAULT``)."""
+    ``torchvision_model`` (e.g. ``R3D_18_Weights.KINETICS400_V1`` or ``DEFAULT``); ``spatial_strides``
+    builds a ResNet-family trunk with other stage strides (recognizers: ``spec.recognition_strides``)."""
     spec = backbone_spec(name)
-    model = builder_of(name)()
+    model = builder_of(name)() if spatial_strides is None else builder_of(name)(spatial_strides=spatial_strides)
     model.spec = spec
     if weights is not None:
         if spec.torchvision_model is None:

@@ -18,6 +18,7 @@ from torch import Tensor
 from lfbtool.errors import LfbError
 from lfbtool.models.checkpoint import load_strict, read_checkpoint
 from lfbtool.models.factory import create_backbone
+from lfbtool.models.heads import SlowFastHead
 from lfbtool.models.normalization import Normalization
 from lfbtool.models.recognizers import TSN2D, BaseRecognizer, Recognizer3D, TorchvisionVideoClassifier
 from lfbtool.models.registry import TestDefaults, backbone_spec, list_backbones
@@ -74,7 +75,10 @@ def create_recognizer(name: str, num_classes: int) -> BaseRecognizer:
     import torchvision.models as tvm
 
     if name in _own_backbones():
-        return Recognizer3D(create_backbone(name), num_classes)
+        spec = backbone_spec(name)
+        backbone = create_backbone(name, spatial_strides=spec.recognition_strides)
+        head = SlowFastHead(num_classes, in_channels=spec.channels) if spec.pathway_channels else None
+        return Recognizer3D(backbone, num_classes, head=head)
     if name in _video_classifiers():
         model = tvm.get_model(name, weights=None, num_classes=num_classes)
         if name in TORCHVISION_CLIPS:

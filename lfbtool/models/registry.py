@@ -59,6 +59,8 @@ class BackboneSpec:
     whose published weights (``R3D_18_Weights.*``) the trunk takes; ``mmaction_configs`` lists the
     MMAction2 configs whose checkpoints load into it. ``pathway_channels`` is set for multi-pathway
     trunks (slow first) whose forward returns a tuple of maps; ``channels`` is then their sum.
+    ``recognition_strides`` are the stage strides of the trunk's Kinetics recognizers when they differ
+    from the detector's (MMAction2's recognizers keep the last stage's stride 2: output stride 32).
     """
 
     name: str
@@ -75,9 +77,10 @@ class BackboneSpec:
     torchvision_model: str | None = None
     mmaction_configs: tuple[str, ...] = ()
     pathway_channels: tuple[int, ...] | None = None
+    recognition_strides: tuple[int, ...] | None = None
 
 
-Builder = Callable[[], nn.Module]
+Builder = Callable[..., nn.Module]
 B = TypeVar("B", bound=Builder)
 
 _BUILDERS: dict[str, Builder] = {}
@@ -85,7 +88,7 @@ _SPECS: dict[str, BackboneSpec] = {}
 
 
 def register_backbone(spec: BackboneSpec) -> Callable[[B], B]:
-    """Decorator: register ``builder() -> nn.Module`` (random weights) under ``spec.name``."""
+    """Decorator: register ``builder(**overrides) -> nn.Module`` (random weights) under ``spec.name``."""
 
     def decorate(builder: B) -> B:
         if spec.name in _BUILDERS and _BUILDERS[spec.name] is not builder:

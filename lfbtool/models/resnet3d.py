@@ -29,6 +29,12 @@ STAGE_BLOCKS: dict[int, tuple[int, int, int, int]] = {50: (3, 4, 6, 3), 101: (3,
 NON_LOCAL_R50 = ((0, 0, 0), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 0, 0))
 
 
+#: Spatial strides of the four stages in MMAction2's AVA detectors (output stride 16, for RoIAlign)
+#: and in its Kinetics recognizers (the ResNet3d default, output stride 32); the weights are the same.
+AVA_STRIDES = (1, 2, 2, 1)
+KINETICS_STRIDES = (1, 2, 2, 2)
+
+
 class Bottleneck3d(nn.Module):
     """ResNet bottleneck, 'pytorch' style: the spatial stride sits on conv2 (the 3x3).
 
@@ -101,7 +107,7 @@ class ResNet3d(nn.Module):
         *,
         base_channels: int = 64,
         conv1_kernel: Triple = (1, 7, 7),
-        spatial_strides: Sequence[int] = (1, 2, 2, 1),
+        spatial_strides: Sequence[int] = AVA_STRIDES,
         inflate: Sequence[bool] = (False, False, True, True),
         non_local: Sequence[Sequence[int]] | None = None,
         lateral_inplanes: Sequence[int] = (0, 0, 0, 0),
@@ -151,6 +157,7 @@ def _slowonly_spec(name: str, description: str, extract_clip: ClipDefaults, test
     return BackboneSpec(
         name=name, channels=2048, stride=16, normalization=MMACTION_NORMALIZATION, description=description,
         checkpoint_prefix="backbone.", extract_clip=extract_clip, test_clip=test_clip, mmaction_configs=configs,
+        recognition_strides=KINETICS_STRIDES,
     )
 
 
@@ -161,6 +168,7 @@ SLOWONLY_R50_SPEC = BackboneSpec(
     normalization=MMACTION_NORMALIZATION,
     description="MMAction2 SlowOnly ResNet-50 (AVA LFB backbone)",
     checkpoint_prefix="backbone.",
+    recognition_strides=KINETICS_STRIDES,
     mmaction_configs=(
         "slowonly_kinetics400-pretrained-r50_8xb16-4x16x1-20e_ava21-rgb",
         "slowonly_kinetics400-pretrained-r50_8xb8-8x8x1-20e_ava21-rgb",
@@ -193,18 +201,18 @@ SLOWONLY_R101_SPEC = _slowonly_spec(
 
 
 @register_backbone(SLOWONLY_R50_SPEC)
-def slowonly_r50() -> ResNet3d:
+def slowonly_r50(*, spatial_strides: Sequence[int] = AVA_STRIDES) -> ResNet3d:
     """SlowOnly R50 with random weights; load an MMAction2 checkpoint with load_backbone_weights."""
-    return ResNet3d(50)
+    return ResNet3d(50, spatial_strides=spatial_strides)
 
 
 @register_backbone(SLOWONLY_R50_NL_SPEC)
-def slowonly_r50_nl() -> ResNet3d:
+def slowonly_r50_nl(*, spatial_strides: Sequence[int] = AVA_STRIDES) -> ResNet3d:
     """SlowOnly R50 with non-local blocks (sub_sample, use_scale, BN in conv_out)."""
-    return ResNet3d(50, non_local=NON_LOCAL_R50)
+    return ResNet3d(50, non_local=NON_LOCAL_R50, spatial_strides=spatial_strides)
 
 
 @register_backbone(SLOWONLY_R101_SPEC)
-def slowonly_r101() -> ResNet3d:
+def slowonly_r101(*, spatial_strides: Sequence[int] = AVA_STRIDES) -> ResNet3d:
     """SlowOnly R101: stages (3, 4, 23, 3)."""
-    return ResNet3d(101)
+    return ResNet3d(101, spatial_strides=spatial_strides)

@@ -20,9 +20,9 @@ from lfbtool.errors import LfbError
 from lfbtool.models.conv_module import ConvBN3d
 from lfbtool.models.normalization import MMACTION_NORMALIZATION
 from lfbtool.models.registry import BackboneSpec, ClipDefaults, TestDefaults, register_backbone
-from lfbtool.models.resnet3d import Bottleneck3d, ResNet3d, init_weights
+from lfbtool.models.resnet3d import AVA_STRIDES, KINETICS_STRIDES, Bottleneck3d, ResNet3d, init_weights
 
-__all__ = ["SlowPathway", "ResNet3dSlowFast", "SlowFastHead", "slowfast_r50", "slowfast_r50_8x8"]
+__all__ = ["SlowPathway", "ResNet3dSlowFast", "slowfast_r50", "slowfast_r50_8x8"]
 
 LATERAL_INFL = 2  # MMAction2 ``lateral_infl``: a lateral doubles the fast channels it carries
 
@@ -30,9 +30,10 @@ LATERAL_INFL = 2  # MMAction2 ``lateral_infl``: a lateral doubles the fast chann
 class SlowPathway(ResNet3d):
     """SlowOnly R50 widened by the laterals' channels, with the lateral convs as its own children."""
 
-    def __init__(self, *, fast_channels: int, speed_ratio: int, fusion_kernel: int) -> None:
+    def __init__(self, *, fast_channels: int, speed_ratio: int, fusion_kernel: int,
+                 spatial_strides: tuple[int, ...] = AVA_STRIDES) -> None:
         fast_widths = [fast_channels] + [fast_channels * 2**i * Bottleneck3d.expansion for i in range(3)]
-        super().__init__(50, lateral_inplanes=[w * LATERAL_INFL for w in fast_widths])
+        super().__init__(50, spatial_strides=spatial_strides, lateral_inplanes=[w * LATERAL_INFL for w in fast_widths])
         names = ["conv1_lateral", "layer1_lateral", "layer2_lateral", "layer3_lateral"]
         self.lateral_connections = names[1:]
         for name, width in zip(names, fast_widths, strict=True):
@@ -55,13 +56,15 @@ class ResNet3dSlowFast(nn.Module):
     spec: BackboneSpec
 
     def __init__(self, *, resample_rate: int = 8, speed_ratio: int = 8, channel_ratio: int = 8,
-                 fusion_kernel: int = 5) -> None:
+                 fusion_kernel: int = 5, spatial_strides: tuple[int, ...] = AVA_STRIDES) -> None:
         super().__init__()
         self.resample_rate = resample_rate
         self.speed_ratio = speed_ratio
         fast_base = 64 // channel_ratio
-        self.slow_path = SlowPathway(fast_channels=fast_base, speed_ratio=speed_ratio, fusion_kernel=fusion_kernel)
-        self.fast_path = ResNet3d(50, base_channels=fast_base, conv1_kernel=(5, 7, 7), inflate=(True,) * 4)
+        self.slow_path = SlowPathway(fast_channels=fast_base, speed_ratio=speed_ratio, fusion_kernel=fusion_kernel,
+                                     spatial_strides=spatial_strides)
+        self.fast_path = ResNet3d(50, base_channels=fast_base, conv1_kernel=(5, 7, 7), inflate=(True,) * 4,
+                                  spatial_strides=spatial_strides)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         frames = x.shape[2]
@@ -85,27 +88,6 @@ class ResNet3dSlowFast(nn.Module):
         return slow, fast
 
 
-class SlowFastHead(nn.Module):
-    """MMAction2 ``SlowFastHead``: average-pool each pathway to 1x1x1, concatenate **fast first**
-    (``torch.cat((x_fast, x_slow))`` in MMAction2), dropout, ``fc_cls``.
-
-    Checkpoint keys: ``cls_head.fc_cls.weight`` [num_classes, 256 + 2048] and ``.bias``.
-    """
-
-    def __init__(self, num_classes: int, in_channels: int = 2304, dropout_ratio: float = 0.5) -> None:
-        super().__init__()
-        self.avg_pool = nn.AdaptiveAvgPool3d((1, 1, 1))
-        self.dropout = nn.Dropout(p=dropout_ratio) if dropout_ratio else None
-        self.fc_cls = nn.Linear(in_channels, num_classes)
-
-    def forward(self, x: tuple[Tensor, Tensor]) -> Tensor:
-        x_slow, x_fast = x
-        pooled = torch.cat((self.avg_pool(x_fast), self.avg_pool(x_slow)), dim=1)
-        if self.dropout is not None:
-            pooled = self.dropout(pooled)
-        return self.fc_cls(pooled.flatten(1))
-
-
 #: AVA SlowFast detectors' keyframe clip (``SampleAVAFrames(clip_len=32, frame_interval=2)``), and the
 #: Kinetics-400 recognizers' test pipeline (32 x 2, 10 clips, short side 256, ThreeCrop 256).
 _AVA_32X2 = ClipDefaults(clip_len=32, frame_interval=2)
@@ -117,6 +99,7 @@ def _spec(name: str, rate: int, description: str, configs: tuple[str, ...]) -> B
         name=name, channels=2048 + 256, stride=16, normalization=MMACTION_NORMALIZATION,
         description=description, checkpoint_prefix="backbone.", temporal_stride=rate, min_frames=rate,
         extract_clip=_AVA_32X2, test_clip=_K400_32X2_TEST, mmaction_configs=configs,
+        recognition_strides=KINETICS_STRIDES,
         pathway_channels=(2048, 256),
     )
 
@@ -140,12 +123,12 @@ SLOWFAST_R50_8X8_SPEC = _spec(
 
 
 @register_backbone(SLOWFAST_R50_SPEC)
-def slowfast_r50() -> ResNet3dSlowFast:
+def slowfast_r50(*, spatial_strides: tuple[int, ...] = AVA_STRIDES) -> ResNet3dSlowFast:
     """SlowFast R50 4x16 with random weights."""
-    return ResNet3dSlowFast(resample_rate=8, speed_ratio=8, fusion_kernel=5)
+    return ResNet3dSlowFast(resample_rate=8, speed_ratio=8, fusion_kernel=5, spatial_strides=spatial_strides)
 
 
 @register_backbone(SLOWFAST_R50_8X8_SPEC)
-def slowfast_r50_8x8() -> ResNet3dSlowFast:
+def slowfast_r50_8x8(*, spatial_strides: tuple[int, ...] = AVA_STRIDES) -> ResNet3dSlowFast:
     """SlowFast R50 8x8 with random weights."""
-    return ResNet3dSlowFast(resample_rate=4, speed_ratio=4, fusion_kernel=7)
+    return ResNet3dSlowFast(resample_rate=4, speed_ratio=4, fusion_kernel=7, spatial_strides=spatial_strides)
