@@ -16,22 +16,15 @@ from lfbtool.precision import (
     prepare_model,
     run_backbone,
 )
-from lfbtool.synthetic_checkpoint import random_backbone_state
-
-#: Residual branches of trained ResNets are small; random ones with unit-gamma BN make the network
-#: chaotic: there, rounding only the *input* to bf16 precision (fp32 compute) already gives a
-#: feature cosine of 0.95, so the branch gamma is damped to make bf16 error measurable at all.
-RESIDUAL_GAMMA = 0.3
+from lfbtool.synthetic_checkpoint import damp_residual_branches, random_backbone_state
 
 
 def damped_slowonly(seed: int = 1) -> torch.nn.Module:
+    """Random calibrated weights, residual branches damped (see damp_residual_branches: undamped
+    random networks are chaotic, bf16 error there says nothing about trained weights)."""
     model = create_backbone("slowonly_r50")
     model.load_state_dict(random_backbone_state("slowonly_r50", seed=seed, calibration_shape=(2, 3, 4, 64, 64)))
-    for block in model.modules():
-        if hasattr(block, "conv3") and hasattr(block.conv3, "bn"):
-            block.conv3.bn.weight.data *= RESIDUAL_GAMMA
-            block.conv3.bn.bias.data *= RESIDUAL_GAMMA
-    return model.eval()
+    return damp_residual_branches(model).eval()
 
 
 @pytest.fixture(scope="module")
