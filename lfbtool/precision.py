@@ -38,10 +38,18 @@ def check_precision(precision: str | Precision, device: torch.device | str) -> P
     device = torch.device(device)
     if chosen is Precision.fp16 and device.type != "cuda":
         raise LfbError(f"--precision fp16 needs a CUDA device, not {device}; use bf16 or fp32 there")
-    if chosen is Precision.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if chosen is Precision.bf16 and device.type == "cuda" and not _native_bf16(device):
         raise LfbError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; "
                        "use fp16 or fp32")
     return chosen  # type: ignore[return-value]
+
+
+def _native_bf16(device: torch.device) -> bool:
+    """bf16 in hardware (compute capability 8.0 on); emulated bf16 (V100) runs slower than fp32."""
+    if not torch.cuda.is_available():
+        return True  # no CUDA at all is resolve_device's error, not this option's
+    with torch.cuda.device(device):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 def autocast(precision: str | Precision, device: torch.device | str) -> AbstractContextManager[Any]:

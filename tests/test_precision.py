@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -39,7 +41,9 @@ def test_option_parses_and_refuses(monkeypatch):
         check_precision("half", "cpu")
     with pytest.raises(LfbError, match=r"^--precision fp16 needs a CUDA device, not cpu; use bf16 or fp32"):
         check_precision("fp16", "cpu")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Tesla V100")
     with pytest.raises(LfbError, match=r"^--precision bf16: Tesla V100 has no bfloat16 support; use fp16 or fp32$"):
         check_precision("bf16", "cuda:0")
