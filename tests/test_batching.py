@@ -10,10 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from torch.utils.data import DataLoader, get_worker_info
 
 from lfbtool.data.ava import Keyframe
-from lfbtool.data.batching import InOrder, KeyframeChunks, VideoChunkSampler, video_lanes, worker_schedule
+from lfbtool.data.batching import (
+    InOrder,
+    KeyframeChunks,
+    VideoChunkSampler,
+    collate_clips,
+    video_lanes,
+    worker_schedule,
+)
 from lfbtool.data.clips import ClipSettings, KeyframeClips
 from lfbtool.data.sampling import keyframe_clip_numbers
 from lfbtool.synthetic import synthetic_frames, write_video
@@ -122,6 +130,23 @@ def test_worker_schedule_keeps_each_lane_on_one_worker():
     assert worker_schedule(lanes, 0, chunk_size=3) == [(0, 1, 2), (3, 4), (5, 6), (7,)]
     flat = [i for chunk in worker_schedule(lanes, 4, chunk_size=1) for i in chunk]
     assert sorted(flat) == list(range(8))
+
+
+def test_collate_clips_batches_runs_of_one_shape():
+    def item(index, shape, boxes):
+        return {"index": index, "clip": torch.full((3, 2, *shape), index, dtype=torch.uint8),
+                "boxes": torch.tensor(boxes, dtype=torch.float32)}
+
+    items = [item(0, (4, 6), [[1, 2, 3, 4]]), item(1, (4, 6), [[5, 6, 7, 8], [0, 0, 2, 2]]),
+             {"index": 2, "error": "bad frame", "exit_code": 2}, item(3, (4, 6), [[1, 1, 2, 2]]),
+             item(4, (6, 4), [[2, 2, 3, 3]])]
+    batches = collate_clips(items)
+    assert [b.get("indices", b.get("index")) for b in batches] == [[0, 1], 2, [3], [4]]
+    assert batches[0]["clips"].shape == (2, 3, 2, 4, 6) and torch.equal(batches[0]["clips"][1], items[1]["clip"])
+    assert torch.equal(batches[0]["rois"], torch.tensor([[0, 1, 2, 3, 4], [1, 5, 6, 7, 8], [1, 0, 0, 2, 2]],
+                                                        dtype=torch.float32))
+    assert batches[1]["error"] == "bad frame"
+    assert torch.equal(batches[3]["rois"], torch.tensor([[0, 2, 2, 3, 3]], dtype=torch.float32))
 
 
 def test_in_order_releases_by_index():

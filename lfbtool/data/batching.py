@@ -19,12 +19,13 @@ is the keyframe order itself and nothing waits.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset, Sampler
 
-__all__ = ["InOrder", "KeyframeChunks", "VideoChunkSampler", "video_lanes", "worker_schedule"]
+__all__ = ["InOrder", "KeyframeChunks", "VideoChunkSampler", "collate_clips", "video_lanes", "worker_schedule"]
 
 #: Keyframes per lane: a lane's first clip costs one seek (up to a GOP of frames decoded twice);
 #: 256 keyframes at 30 fps span 7680 frames, so a 250-frame GOP adds at most ~3.3 %.
@@ -93,16 +94,47 @@ class VideoChunkSampler(Sampler[tuple[int, ...]]):
 
 
 class KeyframeChunks(Dataset):
-    """Item ``chunk`` (a tuple of indices): the list of ``dataset[i]`` for ``i`` in the chunk, in order."""
+    """Item ``chunk`` (a tuple of indices): ``collate([dataset[i] for i in chunk])`` (default: the list)."""
 
-    def __init__(self, dataset: Dataset) -> None:
+    def __init__(self, dataset: Dataset, collate: Callable[[list[Any]], Any] | None = None) -> None:
         self.dataset = dataset
+        self.collate = collate
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, chunk: tuple[int, ...]) -> list[Any]:
-        return [self.dataset[index] for index in chunk]
+    def __getitem__(self, chunk: tuple[int, ...]) -> Any:
+        items = [self.dataset[index] for index in chunk]
+        return items if self.collate is None else self.collate(items)
+
+
+def collate_clips(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``KeyframeClips`` items -> model batches, built in the worker so the DataLoader pins them whole.
+
+    Consecutive items of one clip shape become ``{"indices": [i, ...], "clips": uint8 [B, 3, T, h, w],
+    "rois": float32 [R, 5]}`` (rows ``(batch index, x1, y1, x2, y2)``, the model's input); an error
+    item is passed on as it is, in its place.
+    """
+    batches: list[dict[str, Any]] = []
+    group: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if group:
+            rois = [torch.cat([torch.full((len(item["boxes"]), 1), float(i)), item["boxes"].float()], dim=1)
+                    for i, item in enumerate(group)]
+            batches.append({"indices": [item["index"] for item in group],
+                            "clips": torch.stack([item["clip"] for item in group]), "rois": torch.cat(rois)})
+            group.clear()
+
+    for item in items:
+        if "error" in item or (group and group[0]["clip"].shape != item["clip"].shape):
+            flush()
+        if "error" in item:
+            batches.append(item)
+        else:
+            group.append(item)
+    flush()
+    return batches
 
 
 class InOrder:
