@@ -1,7 +1,8 @@
 """`make bench`: every benchmark, each in its own process, each printing ratios measured in that run.
 
 Sizes are the issues' targets (merge >= 1 GB, reader >= 1.6 GB); the work files go under
-bench-out/ and are deleted by each benchmark when it is done.
+bench-out/ and are deleted by each benchmark when it is done (bench_decode keeps its generated
+video there, to be reused).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("recognize: full path vs bare forward", ["bench_recognize.py", "--workdir", str(OUT / "recognize")]),
     ("backbones: extract vs bare forward per backbone", ["bench_backbones.py", "--workdir", str(OUT / "backbones")]),
     ("detect: detect loop vs bare detector forward", ["bench_detect.py", "--workdir", str(OUT / "detect")]),
+    ("decode: frames decoded per spanned frame, seek per clip vs decode once", ["bench_decode.py", "--workdir", str(OUT / "decode")]),
+    ("precision: fp32 vs bf16 feature forward", ["bench_precision.py"]),
 ]
 
 

@@ -174,3 +174,47 @@ def test_video_opened_before_fork_works_in_workers(data):
     clips = list(loader)
     for i, clip in enumerate(clips):
         np.testing.assert_array_equal(clip.numpy(), data["decoded"][[9 * i, 3 + 9 * i]])
+
+
+class _Proxy:
+    """A decoded frame that records its RGB conversions."""
+
+    def __init__(self, frame, index, log):
+        self.frame, self.index, self.log = frame, index, log
+
+    def to_ndarray(self, **kwargs):
+        self.log.append(self.index)
+        return self.frame.to_ndarray(**kwargs)
+
+
+def test_overlapping_clips_decode_and_convert_each_frame_once(data, monkeypatch):
+    from lfbtool.data import frames as frames_module
+
+    converted: list[int] = []
+    original = frames_module._indexed_frames
+    monkeypatch.setattr(frames_module, "_indexed_frames", lambda *a: (
+        (i, _Proxy(f, i, converted)) for i, f in original(*a)))
+    video = VideoFile(data["lossy"])
+    clips = [[3, 5, 7, 9], [5, 7, 9, 11], [9, 13, 17, 21], [11, 15, 19, 23], [25, 27]]  # keyframe order
+    for numbers in clips:
+        np.testing.assert_array_equal(video.read(numbers).numpy(), data["sequential"][np.array(numbers) - 1])
+    wanted = sorted({n - 1 for numbers in clips for n in numbers})
+    assert sorted(converted) == wanted  # only requested frames become RGB, each once
+    # one seek to the keyframe before frame 3 (frame 0), then straight on: 0..26 decoded once each
+    # (plus the first frame, decoded once when the file is opened)
+    assert video.frames_decoded == 1 + 27
+    assert sorted(video._window) == list(range(24, 27))  # the last read's span only
+
+
+def test_window_is_capped_and_reads_stay_exact(data, monkeypatch):
+    from lfbtool.data import frames as frames_module
+
+    monkeypatch.setattr(frames_module, "MAX_WINDOW", 8)
+    video = VideoFile(data["lossy"])
+    everything = list(range(1, N + 1))
+    np.testing.assert_array_equal(video.read(everything).numpy(), data["sequential"])
+    assert sorted(video._window) == list(range(N - 8, N))
+    np.testing.assert_array_equal(video.read([30, 31, 40]).numpy(), data["sequential"][[29, 30, 39]])
+    video.release_frames()
+    assert video._window == {} and video._rgb == {}
+    np.testing.assert_array_equal(video.read([2, 3]).numpy(), data["sequential"][[1, 2]])  # a jump back

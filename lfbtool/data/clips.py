@@ -65,6 +65,11 @@ class KeyframeClips(Dataset):
         return len(self.keyframes)
 
     def _source(self, video_id: str) -> ClipSource:
+        if self._sources and next(reversed(self._sources)) != video_id:
+            # Another video now: the frames the last one kept for its next clip would only wait.
+            release = getattr(self._sources[next(reversed(self._sources))], "release_frames", None)
+            if release is not None:
+                release()
         source = self._sources.pop(video_id, None)
         if source is None:
             source = self.settings.open(video_id)

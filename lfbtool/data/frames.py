@@ -24,6 +24,9 @@ from lfbtool.errors import LfbError
 
 #: Continue decoding instead of seeking when the next clip starts at most this many frames ahead.
 _MAX_FORWARD_DECODE = 96
+#: Decoded frames kept between reads, at most (the last read's span, capped): a clip's span is
+#: (clip_len - 1) * interval + 1 frames, 63 for 32x2 and 49 for 4x16 clips.
+MAX_WINDOW = 128
 #: Containers inherited through fork(): never used or freed in the child (FFmpeg's decoder threads
 #: did not survive the fork, so decoding or freeing them can hang); kept here so GC leaves them be.
 _INHERITED: list[Any] = []
@@ -128,13 +131,18 @@ class VideoFile:
     """A video file decoded with PyAV; number ``n`` is decoded frame ``n - start_index`` (0-based).
 
     ``read`` seeks to the keyframe before the first wanted frame and decodes forward only to the
-    last one; decoded frames are placed by their pts (constant frame rate assumed). The container
-    stays open between calls and is dropped when the object is pickled.
+    last one; decoded frames are placed by their pts (constant frame rate assumed). Reads in
+    keyframe order decode each frame once: the frames of the last read's span (at most
+    ``MAX_WINDOW``, kept as decoded, not converted to RGB) are reused by the next read, which then
+    continues the same decode instead of seeking back to a key frame. The container stays open
+    between calls and is dropped when the object is pickled. ``frames_decoded`` counts every frame
+    the decoder produced for this object (tests and benchmarks read it).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, start_index: int = 1) -> None:
         self.path = Path(path)
         self.start_index = start_index
+        self.frames_decoded = 0
         self._num_frames: int | None = None
         self._reset()
 
@@ -145,11 +153,18 @@ class VideoFile:
         self._first_pts: int | None = None
         self._frames: Iterator[tuple[int, Any]] | None = None  # live decode position, for reuse
         self._next_index = 0
+        self.release_frames()
+
+    def release_frames(self) -> None:
+        """Drop the decoded frames kept for the next read (the container stays open)."""
+        self._window: dict[int, Any] = {}  # frame index -> decoded av.VideoFrame of the last span
+        self._rgb: dict[int, torch.Tensor] = {}  # the window's frames already converted (requested)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         for name in ("_container", "_stream", "_frames"):
             state[name] = None
+        state["_window"], state["_rgb"] = {}, {}
         return state
 
     def close(self) -> None:
@@ -162,7 +177,7 @@ class VideoFile:
     def _park(self) -> None:
         """Forget the open container; one inherited through fork is kept alive, never touched."""
         if self._container is not None and self._pid != os.getpid():
-            _INHERITED.append((self._container, self._stream, self._frames))
+            _INHERITED.append((self._container, self._stream, self._frames, self._window))
         self._reset()
 
     def _error(self, what: str, exc: BaseException | None = None) -> LfbError:
@@ -197,6 +212,7 @@ class VideoFile:
         _OPEN_VIDEOS.add(self)
         try:  # the first frame's pts anchors the pts -> index mapping (edit lists may shift it)
             first = next(iter(container.decode(stream)), None)
+            self.frames_decoded += first is not None
         except Exception as exc:
             self.close()
             raise self._error("cannot decode the first frame (corrupt or truncated?)", exc) from exc
@@ -269,38 +285,55 @@ class VideoFile:
     def _collect(self, wanted: list[int]) -> dict[int, torch.Tensor]:
         self._open()
         first, last = wanted[0], wanted[-1]
-        reuse = self._frames is not None and 0 <= first - self._next_index <= _MAX_FORWARD_DECODE
-        frames = self._frames if reuse else self._decode_from(first)
-        assert frames is not None
+        keep_from = max(first, last - MAX_WINDOW + 1)
+        window = {i: f for i, f in self._window.items() if keep_from <= i <= last}
+        rgb = {i: t for i, t in self._rgb.items() if i in window}
+        self.release_frames()  # the old window goes before decoding more: the bound holds
+        missing = [i for i in wanted if i not in window]
+        if missing:
+            self._decode_into(window, missing[0], last, keep_from, set(missing))
         found: dict[int, torch.Tensor] = {}
-        want = set(wanted)
+        for index in wanted:
+            if index not in window:
+                self._frames = None
+                raise LfbError(f"{self.path}: frame number {index + self.start_index} could not be decoded "
+                               f"(video claims {self.num_frames} frames; truncated or corrupt file?)")
+            if index not in rgb:
+                rgb[index] = torch.from_numpy(window[index].to_ndarray(format="rgb24", threads=1))
+            found[index] = rgb[index]
+        self._window = {i: f for i, f in window.items() if i >= keep_from}
+        self._rgb = {i: t for i, t in rgb.items() if i >= keep_from}
+        return found
+
+    def _decode_into(self, window: dict[int, Any], start: int, last: int, keep_from: int,
+                     missing: set[int]) -> None:
+        """Decode frames ``start..last`` into ``window`` (those from ``keep_from`` on, and the
+        ``missing`` ones), continuing the live decode when ``start`` lies at most
+        ``_MAX_FORWARD_DECODE`` frames ahead of it."""
+        reuse = self._frames is not None and 0 <= start - self._next_index <= _MAX_FORWARD_DECODE
+        frames = self._frames if reuse else self._decode_from(start)
+        assert frames is not None
         retried = reuse  # a continued decode needs no retry: it has seen everything before
         while True:
             seen_first = None
             for index, frame in frames:
+                self.frames_decoded += 1
                 self._next_index = index + 1
                 if seen_first is None:
                     seen_first = index
-                if index in want and index not in found:
-                    found[index] = torch.from_numpy(frame.to_ndarray(format="rgb24", threads=1))
+                if keep_from <= index <= last or index in missing:
+                    window[index] = frame
                 if index >= last:
                     break
             else:
                 frames = None  # the decoder ran out: no live position to reuse
-            if (seen_first is None or seen_first > first) and not retried:
+            if (seen_first is None or seen_first > start) and not retried:
                 # The seek landed past the first wanted frame (keyframe indexed by dts): start over.
                 retried = True
-                found.clear()
                 frames = self._decode_from(None)
                 continue
             break
         self._frames = frames
-        missing = [i for i in wanted if i not in found]
-        if missing:
-            self._frames = None
-            raise LfbError(f"{self.path}: frame number {missing[0] + self.start_index} could not be decoded "
-                           f"(video claims {self.num_frames} frames; truncated or corrupt file?)")
-        return found
 
     def __repr__(self) -> str:
         return f"VideoFile({str(self.path)!r}, start_index={self.start_index})"

@@ -1,0 +1,97 @@
+"""Precision: the option's errors, fp32 bit for bit the plain forward, bf16 close to fp32."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lfbtool.errors import LfbError
+from lfbtool.models import create_backbone
+from lfbtool.precision import (
+    Precision,
+    autocast,
+    channels_last,
+    check_precision,
+    prepare_model,
+    run_backbone,
+)
+from lfbtool.testing.checkpoints import damp_residual_branches, random_backbone_state
+
+
+def damped_slowonly(seed: int = 1) -> torch.nn.Module:
+    """Random calibrated weights, residual branches damped (see damp_residual_branches: undamped
+    random networks are chaotic, bf16 error there says nothing about trained weights)."""
+    model = create_backbone("slowonly_r50")
+    model.load_state_dict(random_backbone_state("slowonly_r50", seed=seed, calibration_shape=(2, 3, 4, 64, 64)))
+    return damp_residual_branches(model).eval()
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return damped_slowonly()
+
+
+def test_option_parses_and_refuses(monkeypatch):
+    assert check_precision("fp32", "cpu") is Precision.fp32
+    assert check_precision("bf16", "cpu") is Precision.bf16
+    with pytest.raises(LfbError, match=r"^--precision must be one of fp32, bf16, fp16, got 'half'$"):
+        check_precision("half", "cpu")
+    with pytest.raises(LfbError, match=r"^--precision fp16 needs a CUDA device, not cpu; use bf16 or fp32"):
+        check_precision("fp16", "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Tesla V100")
+    with pytest.raises(LfbError, match=r"^--precision bf16: Tesla V100 has no bfloat16 support; use fp16 or fp32$"):
+        check_precision("bf16", "cuda:0")
+
+
+def test_autocast_and_layout_helpers():
+    assert type(autocast("fp32", "cpu")).__name__ == "nullcontext"
+    with autocast("bf16", "cpu"):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    x = torch.randn(1, 3, 2, 4, 4)
+    assert channels_last(x, "fp32") is x
+    assert channels_last(x, "bf16").is_contiguous(memory_format=torch.channels_last_3d)
+    assert channels_last(torch.randn(1, 3, 4, 4), "fp16").is_contiguous(memory_format=torch.channels_last)
+    model = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 3), torch.nn.Conv2d(4, 4, 1), torch.nn.Linear(4, 4))
+    strides = [p.stride() for p in model.parameters()]
+    assert [p.stride() for p in prepare_model(model, "fp32").parameters()] == strides
+    prepare_model(model, "bf16")
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert model[1].weight.is_contiguous(memory_format=torch.channels_last)
+    assert model[2].weight.stride() == strides[4]
+
+
+def test_fp32_is_the_plain_forward_bit_for_bit(backbone):
+    x = torch.randn(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        plain = backbone(x)
+        prepare_model(backbone, "fp32")
+        ours = run_backbone(backbone, x, "fp32")
+    assert ours.dtype == torch.float32 and torch.equal(ours, plain)
+
+
+def test_bf16_features_close_to_fp32(backbone):
+    x = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        reference = backbone(x)
+        reduced = run_backbone(prepare_model(damped_slowonly(), "bf16"), x, "bf16")
+    assert reduced.dtype == torch.float32 and reduced.shape == reference.shape
+    assert not torch.equal(reduced, reference)  # it really ran in bfloat16
+    # per-RoI-like vectors: cosine of each spatial position's channel vector
+    a = reference.permute(0, 2, 3, 4, 1).reshape(-1, reference.shape[1])
+    b = reduced.permute(0, 2, 3, 4, 1).reshape(-1, reference.shape[1])
+    assert F.cosine_similarity(a, b, dim=1).min() >= 0.999
+
+
+def test_tuple_maps_come_back_as_float():
+    class TwoPath(torch.nn.Module):
+        def forward(self, x):
+            return x[:, :, ::2] * 2, x * 3
+
+    out = run_backbone(TwoPath(), torch.randn(1, 3, 4, 2, 2), "bf16")
+    assert isinstance(out, tuple) and all(m.dtype == torch.float32 for m in out)
