@@ -1,8 +1,9 @@
 """Compute precision of the backbone forward: fp32 (exact, the default), bf16 or fp16 autocast.
 
-Mixed precision pays only with channels-last tensors: SlowOnly-R50 on a 4x256x340 clip (H200) took
-0.70 s in fp32, 0.53 s under bf16 autocast with contiguous tensors and 0.21 s with the model and
-input in ``channels_last_3d``. Only the backbone runs reduced: its maps come back as fp32, so RoIAlign
+Mixed precision pays only with channels-last tensors and hardware bf16: SlowOnly-R50 on a 4x256x340
+clip took 0.70 s in fp32, 0.53 s under bf16 autocast with contiguous tensors and 0.21 s with the model
+and input in ``channels_last_3d`` on a Xeon with AMX-bf16 (issue 11's measurement); a CPU without
+AVX512-bf16/AMX emulates bf16 and is far slower than fp32 (``make bench`` shows the ratio). Only the backbone runs reduced: its maps come back as fp32, so RoIAlign
 and the head's pooling see the same dtype as in fp32 (and the head's fp16 cast stays last). fp32 is
 left exactly as it was: no autocast, no memory-format change, bitwise the same result.
 """

@@ -38,6 +38,7 @@ from lfbtool.data.views import (
 from lfbtool.errors import LfbError
 from lfbtool.labels import KINETICS400, load_labels, top_k
 from lfbtool.models.recognizers import BaseRecognizer, average_clip, check_max_testing_views
+from lfbtool.precision import Precision, check_precision
 
 #: Default bound on one input's decoded uint8 views (``--memory-budget``).
 DEFAULT_MEMORY_BUDGET = 1 << 30
@@ -64,6 +65,7 @@ class RecognizeOptions:
     start_index: int = 1
     loop: bool = True
     memory_budget: int = DEFAULT_MEMORY_BUDGET
+    precision: Precision | str = Precision.fp32
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class TestSettings:
     start_index: int
     loop: bool = True
     memory_budget: int = DEFAULT_MEMORY_BUDGET
+    precision: Precision = Precision.fp32
 
     @property
     def num_crops(self) -> int:
@@ -153,6 +156,7 @@ def resolve_settings(recognizer: BaseRecognizer, options: RecognizeOptions) -> T
         start_index=options.start_index,
         loop=options.loop,
         memory_budget=options.memory_budget,
+        precision=Precision.parse(options.precision, "--precision"),
     )
     for flag, value in (
         ("clip-len", clip_len),
@@ -366,7 +370,8 @@ def recognize(
     """
     paths = expand_inputs(inputs)
     device = torch.device(device)
-    recognizer.eval().to(device)
+    check_precision(settings.precision, device)
+    recognizer.eval().to(device).set_precision(settings.precision)
     lookahead = settings.batch_videos + 1
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lfbtool-decode") as pool:
         pending: deque[tuple[int, Future[_Prepared]]] = deque()

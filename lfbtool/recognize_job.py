@@ -92,6 +92,7 @@ def run_settings(
         "loop": settings.loop,
         "frame_template": settings.template,
         "start_index": settings.start_index,
+        "precision": str(settings.precision),
         "top_k": job.top_k,
         "labels": hashlib.sha256("\n".join(names).encode()).hexdigest()[:16] if names is not None else None,
         "features": job.features is not None,

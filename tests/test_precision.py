@@ -95,3 +95,28 @@ def test_tuple_maps_come_back_as_float():
 
     out = run_backbone(TwoPath(), torch.randn(1, 3, 4, 2, 2), "bf16")
     assert isinstance(out, tuple) and all(m.dtype == torch.float32 for m in out)
+
+
+def test_recognizer_bf16_matches_fp32_top1_and_refuses_fp16_on_cpu(tmp_path):
+    from typer.testing import CliRunner
+
+    from lfbtool.cli import app
+    from lfbtool.models.recognizer_factory import build_recognizer
+    from lfbtool.testing.synthetic import synthetic_frames, write_frame_dir
+
+    torch.manual_seed(0)
+    fp32 = build_recognizer("r3d_18", num_classes=7).recognizer.eval()
+    bf16 = build_recognizer("r3d_18", num_classes=7).recognizer.eval()
+    bf16.load_state_dict(fp32.state_dict())
+    bf16.set_precision("bf16")
+    views = torch.randint(0, 256, (4, 3, 4, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        a, b = fp32(views), bf16(views)
+    assert b.dtype == torch.float32 and torch.equal(a.argmax(1), b.argmax(1))
+    assert torch.nn.functional.cosine_similarity(a, b).min() > 0.99
+    checkpoint = tmp_path / "r3d.pth"
+    torch.save(fp32.model.state_dict(), checkpoint)
+    write_frame_dir(tmp_path / "clip", synthetic_frames(8, 32, 40, seed=1))
+    result = CliRunner().invoke(app, ["recognize", str(tmp_path / "clip"), "--backbone", "r3d_18", "--checkpoint",
+                                      str(checkpoint), "--precision", "fp16", "--device", "cpu", "--clip-len", "4"])
+    assert result.exit_code != 0 and "--precision fp16 needs a CUDA device" in str(result.exception)

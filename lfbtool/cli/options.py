@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from lfbtool.precision import Precision
+
 Device = Annotated[
     str, typer.Option("--device", help="auto | cpu | cuda | cuda:N (auto: cuda:LOCAL_RANK when CUDA is present).")
 ]
@@ -17,3 +19,6 @@ Checkpoint = Annotated[
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
 BankArgument = Annotated[Path, typer.Argument(help="Bank file (lfb_<mode>.h5).")]
 OutputFile = Annotated[Path, typer.Option("--output", "-o", help="Output file.")]
+PRECISION_HELP = ("fp32 (exact, MMAction2 parity) | bf16 | fp16: autocast + channels-last; fp16 needs CUDA, "
+                  "bf16 pays on GPUs and CPUs with AMX/AVX512-bf16")
+ComputePrecision = Annotated[Precision, typer.Option("--precision", help=PRECISION_HELP)]

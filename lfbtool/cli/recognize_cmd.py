@@ -15,9 +15,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from lfbtool.cli.options import Checkpoint, Device
+from lfbtool.cli.options import Checkpoint, ComputePrecision, Device
 from lfbtool.console import stderr, stdout
 from lfbtool.errors import LfbError
+from lfbtool.precision import Precision
 
 _OUT = "Output"
 _RUN = "Run"
@@ -63,6 +64,7 @@ def recognize_command(
                                                           rich_help_panel=_RUN)] = None,
     memory_budget: Annotated[str, typer.Option("--memory-budget", help="Bound on one input's decoded uint8 views; "
                                                "more clips are decoded and scored in groups.", rich_help_panel=_RUN)] = "1GiB",
+    precision: ComputePrecision = Precision.fp32,
     top_k: Annotated[int, typer.Option("--top-k", help="Rows of the table per video.", rich_help_panel=_OUT)] = 5,
     labels: Annotated[str | None, typer.Option("--labels", help="Class names, one per line; 'kinetics400' for "
                                                "torchvision's Kinetics-400 names.", rich_help_panel=_OUT)] = None,
@@ -108,7 +110,7 @@ def recognize_command(
         num_clips=num_clips, clip_len=clip_len, frame_interval=frame_interval, short_side=short_side,
         crop_size=crop_size, crops=crops, average_clips=average_clips, max_testing_views=max_testing_views,
         batch_videos=batch_videos, template=frame_template, start_index=start_index, loop=loop,
-        memory_budget=parse_size(memory_budget)))
+        memory_budget=parse_size(memory_budget), precision=precision))
     job = RecognizeJob(out=out, features=features, gradcam_dir=gradcam, gradcam_layer=gradcam_layer,
                        gradcam_class=gradcam_class, resume=resume, overwrite=overwrite, keep_going=not fail_fast,
                        top_k=top_k)

@@ -9,18 +9,15 @@ The model is always in eval mode (BatchNorm uses running statistics); callers wr
 
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import Tensor, nn
 
+from lfbtool.choices import Pool
 from lfbtool.models.lfb_head import LFBHead
 from lfbtool.models.normalization import Normalize
 from lfbtool.models.roi import RoIFeatureExtractor
+from lfbtool.precision import Precision, run_backbone
 
 __all__ = ["LFBFeatureModel"]
-
-Pool = Literal["avg", "max"]
-
 
 class LFBFeatureModel(nn.Module):
     """``forward(clips [N,3,T,H,W] uint8 | float 0-255, rois [R,5]) -> [R, C]`` (fp16 when ``half``).
@@ -33,13 +30,15 @@ class LFBFeatureModel(nn.Module):
         backbone: nn.Module,
         *,
         roi_output_size: int = 8,
-        roi_temporal_pool: Pool = "avg",
-        temporal_pool: Pool = "avg",
-        spatial_pool: Pool = "max",
+        roi_temporal_pool: Pool | str = Pool.avg,
+        temporal_pool: Pool | str = Pool.avg,
+        spatial_pool: Pool | str = Pool.max,
         half: bool = True,
+        precision: Precision | str = Precision.fp32,
     ) -> None:
         super().__init__()
         spec = backbone.spec
+        self.precision = Precision.parse(precision, "--precision")
         self.backbone = backbone
         self.normalize = Normalize(spec.normalization)
         self.roi = RoIFeatureExtractor(
@@ -53,5 +52,6 @@ class LFBFeatureModel(nn.Module):
         return super().train(False)
 
     def forward(self, clips: Tensor, rois: Tensor) -> Tensor:
-        features = self.backbone(self.normalize(clips))
+        """The backbone runs at ``precision`` (autocast for bf16/fp16); RoIAlign and the head in fp32."""
+        features = run_backbone(self.backbone, self.normalize(clips), self.precision)
         return self.head(self.roi(features, rois))

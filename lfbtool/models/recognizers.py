@@ -28,6 +28,7 @@ from lfbtool.models import training
 from lfbtool.models.heads import I3DHead
 from lfbtool.models.normalization import Normalization, Normalize
 from lfbtool.models.registry import TestDefaults
+from lfbtool.precision import Precision, autocast, channels_last, prepare_model
 
 __all__ = ["BaseRecognizer", "Recognizer3D", "TorchvisionVideoClassifier", "TSN2D", "average_clip"]
 
@@ -61,6 +62,8 @@ class BaseRecognizer(nn.Module):
 
     #: True for TSN-style image models: views are single frames (clip_len 1).
     is_2d: bool = False
+    #: Compute precision of the per-view forward (``set_precision``); logits come back in fp32.
+    precision: Precision = Precision.fp32
 
     def __init__(self, normalization: Normalization, num_classes: int, defaults: TestDefaults, name: str) -> None:
         super().__init__()
@@ -84,8 +87,19 @@ class BaseRecognizer(nn.Module):
         return self
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits ``[N, num_classes]`` of raw-pixel views ``[N, 3, T, H, W]`` (0-255)."""
-        return self.classify(self.normalize(x))
+        """Logits ``[N, num_classes]`` of raw-pixel views ``[N, 3, T, H, W]`` (0-255), in fp32."""
+        if self.precision is Precision.fp32:
+            return self.classify(self.normalize(x))
+        with autocast(self.precision, x.device):
+            logits = self.classify(channels_last(self.normalize(x), self.precision))
+        return logits.float()
+
+    def set_precision(self, precision: Precision | str) -> BaseRecognizer:
+        """Run views in ``precision`` (checked against the device by the caller with ``check_precision``);
+        bf16/fp16 also put the weights in channels-last memory format, where autocast pays."""
+        self.precision = Precision.parse(precision, "--precision")
+        prepare_model(self, self.precision)
+        return self
 
     def forward_with_embeddings(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Logits and clip embeddings ``[N, D]`` of raw-pixel views, from one forward."""
