@@ -10,7 +10,10 @@ module named by the file.
 * :func:`torch_load` runs ``torch.load`` with this module as ``pickle_module``. With
   ``allow_unknown_classes=True`` (checkpoint metadata such as MMEngine's ``message_hub``) an unknown
   global becomes an inert placeholder class: it can be instantiated by NEWOBJ and receive state, but
-  calling it (REDUCE, the way payloads run) raises :class:`LfbError`.
+  calling it (REDUCE, the way payloads run) raises :class:`LfbError`. Protocol 2 pickles a method
+  reference such as MMEngine's ``HistoryBuffer.min`` as ``getattr(HistoryBuffer, "min")``: that
+  ``getattr`` is admitted only on a placeholder and yields another placeholder; dunder names and any
+  real target (module, function, allowed class, data) are refused.
 """
 
 from __future__ import annotations
@@ -133,6 +136,11 @@ def _torch_globals() -> dict[tuple[str, str], Any]:
     return allowed
 
 
+def _is_dunder(name: str) -> bool:
+    """``__class__``, ``__globals__``, ``__reduce__``...: the handles that reach real code."""
+    return name.startswith("__") or name.endswith("__")
+
+
 class _InertMeta(type):
     """Metaclass of placeholders: calling the class (REDUCE / INST with args) is refused."""
 
@@ -157,7 +165,7 @@ class Placeholder(metaclass=_InertMeta):
     def __setstate__(self, state: Any) -> None:
         if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):
             state = {**(state[0] or {}), **state[1]}  # (dict state, slot state)
-        if isinstance(state, dict) and all(isinstance(k, str) for k in state):
+        if isinstance(state, dict) and all(isinstance(k, str) and not _is_dunder(k) for k in state):
             self.__dict__.update(state)
         else:
             self.__dict__["_lfb_state"] = state
@@ -191,13 +199,55 @@ class RestrictedUnpickler(pickle.Unpickler):
         found = self.allowed.get((_numpy2_module(module), name))
         if found is not None:
             return found
-        top = module.split(".")[0]
-        private = top.startswith("_") and top != "__main__"
-        if self.allow_unknown_classes and top not in _CODE_MODULES and not private:
-            return self._placeholder(module, name)
+        if self.allow_unknown_classes:
+            inert = self._inert_helpers.get((module, name))
+            if inert is not None:
+                return inert
+            top = module.split(".")[0]
+            private = top.startswith("_") and top != "__main__"
+            dunder = any(_is_dunder(part) for part in name.split("."))
+            if top not in _CODE_MODULES and not private and not dunder:
+                return self._placeholder(module, name)
         raise LfbError(
             f"{self.source}: refused to load: the pickle references {module}.{name}, which is not plain data"
         )
+
+    @property
+    def _inert_helpers(self) -> dict[tuple[str, str], Any]:
+        """What protocol 0-2 pickles of unknown classes call; each only ever yields placeholders."""
+        return {
+            ("builtins", "getattr"): self._inert_getattr,
+            ("copyreg", "_reconstructor"): self._inert_reconstructor,
+            ("copyreg", "__newobj__"): self._inert_newobj,
+            ("builtins", "object"): object,  # the base in _reconstructor's arguments
+        }
+
+    def _refuse(self, what: str) -> LfbError:
+        return LfbError(f"{self.source}: refused to load: the pickle calls {what}, which is not plain data")
+
+    def _inert_getattr(self, target: Any, name: Any, *default: Any) -> type:
+        """``getattr(Placeholder, "min")`` (a method reference) -> the placeholder ``Cls.min``."""
+        cls = target if isinstance(target, _InertMeta) else type(target)
+        if default or not isinstance(cls, _InertMeta) or not isinstance(name, str):
+            raise self._refuse(f"getattr on {type(target).__name__} {name!r:.60}")
+        if _is_dunder(name) or not name.isidentifier():
+            raise self._refuse(f"getattr(..., {name!r:.60})")
+        return self._placeholder(cls.__module__, f"{cls.__qualname__}.{name}")
+
+    def _inert_newobj(self, cls: Any, *args: Any) -> Placeholder:
+        """``copyreg.__newobj__(cls, *args)`` spelled out by REDUCE: only for placeholder classes."""
+        if not isinstance(cls, _InertMeta):
+            raise self._refuse(f"copyreg.__newobj__ on {cls!r:.60}")
+        return cls.__new__(cls, *args)
+
+    def _inert_reconstructor(self, cls: Any, base: Any, state: Any) -> Placeholder:
+        """Protocol 0/1 ``copyreg._reconstructor(cls, object, state)`` for a placeholder class."""
+        if not isinstance(cls, _InertMeta):
+            raise self._refuse(f"copyreg._reconstructor on {cls!r:.60}")
+        obj = cls.__new__(cls)
+        if state is not None:
+            obj.__dict__["_lfb_state"] = state
+        return obj
 
     def _placeholder(self, module: str, name: str) -> type:
         """One inert class per module.qualname and load, created here without importing anything."""

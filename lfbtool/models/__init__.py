@@ -5,7 +5,12 @@ registry (timm's pattern); the registry itself imports no model module.
 """
 
 from lfbtool.models import resnet3d, tv_video  # registers the backbones
-from lfbtool.models.checkpoint import checkpoint_sha256, load_backbone_weights, read_checkpoint
+from lfbtool.models.checkpoint import (
+    check_finite_weights,
+    checkpoint_sha256,
+    load_backbone_weights,
+    read_checkpoint,
+)
 from lfbtool.models.factory import create_backbone
 from lfbtool.models.lfb_head import LFBHead
 from lfbtool.models.lfb_model import LFBFeatureModel
@@ -37,6 +42,7 @@ __all__ = [
     "TORCHVISION_VIDEO_NORMALIZATION",
     "TestDefaults",
     "backbone_spec",
+    "check_finite_weights",
     "checkpoint_sha256",
     "create_backbone",
     "list_backbones",
