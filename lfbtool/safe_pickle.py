@@ -245,8 +245,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         if not isinstance(cls, _InertMeta):
             raise self._refuse(f"copyreg._reconstructor on {cls!r:.60}")
         obj = cls.__new__(cls)
-        if state is not None:
-            obj.__dict__["_lfb_state"] = state
+        if state is not None:  # the base's value: a dict subclass's items, a list subclass's elements
+            obj.__dict__["_lfb_items" if isinstance(state, dict) else "_lfb_state"] = state
         return obj
 
     def _placeholder(self, module: str, name: str) -> type:
