@@ -29,6 +29,7 @@ import zipfile
 from typing import IO, Any
 
 from lfbtool.errors import LfbError
+from lfbtool.pickle_bounds import Budget, BoundedUnpickler
 
 __all__ = ["load_plain", "torch_load", "RestrictedUnpickler", "Placeholder"]
 
@@ -183,8 +184,12 @@ class Placeholder(metaclass=_InertMeta):
         return f"<placeholder for {type(self)._lfb_target}>"
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """Resolves globals only from an allow list; never imports a module named by the pickle."""
+class RestrictedUnpickler(BoundedUnpickler):
+    """Resolves globals only from an allow list; never imports a module named by the pickle.
+
+    The pure-Python base (:class:`~lfbtool.pickle_bounds.BoundedUnpickler`) bounds depth, allocation
+    and per-opcode work.
+    """
 
     source: str = "<pickle>"
     allow_unknown_classes: bool = False
@@ -290,12 +295,16 @@ def load_plain(path_or_file: PathOrFile) -> object:
         raise LfbError(f"{source}: not a readable pickle ({type(exc).__name__}: {exc})") from exc
 
 
-def _pickle_module(source: str, allow_unknown_classes: bool) -> types.SimpleNamespace:
-    """What ``torch.load`` needs from ``pickle_module``: ``Unpickler``, ``load`` and ``__name__``."""
+def _pickle_module(source: str, allow_unknown_classes: bool, budget: Budget) -> types.SimpleNamespace:
+    """What ``torch.load`` needs from ``pickle_module``: ``Unpickler``, ``load`` and ``__name__``.
+
+    Every pickle of the file (legacy files hold several) draws on one ``budget``.
+    """
     unpickler_cls = type(
         "TorchUnpickler",
         (RestrictedUnpickler,),
-        {"source": source, "allowed": _torch_globals(), "allow_unknown_classes": allow_unknown_classes},
+        {"source": source, "allowed": _torch_globals(), "allow_unknown_classes": allow_unknown_classes,
+         "shared_budget": budget},
     )
 
     def load(file: IO[bytes], **kwargs: Any) -> Any:
@@ -304,12 +313,19 @@ def _pickle_module(source: str, allow_unknown_classes: bool) -> types.SimpleName
     return types.SimpleNamespace(__name__=__name__, Unpickler=unpickler_cls, load=load)
 
 
-def _is_torchscript(path: str) -> bool:
-    """TorchScript archives would be handed to ``torch.jit.load``; we only read plain checkpoints."""
+def _check_archive(path: str) -> None:
+    """TorchScript archives would go to ``torch.jit.load``; compressed entries could be zip bombs."""
     if not zipfile.is_zipfile(path):
-        return False
+        return
     with zipfile.ZipFile(path) as archive:
-        return any(n.split("/")[-1] == "constants.pkl" or "/code/" in n for n in archive.namelist())
+        infos = archive.infolist()
+    if any(i.filename.split("/")[-1] == "constants.pkl" or "/code/" in i.filename for i in infos):
+        raise LfbError(f"{path}: is a TorchScript archive; pass a plain state_dict checkpoint")
+    unpacked, size = sum(i.file_size for i in infos), os.path.getsize(path)
+    if unpacked > 2 * size + (1 << 20):
+        raise LfbError(
+            f"{path}: refused to load: its zip entries unpack to {unpacked:,} bytes from a {size:,}-byte file"
+        )
 
 
 def torch_load(path: str | os.PathLike[str], *, allow_unknown_classes: bool) -> object:
@@ -322,14 +338,14 @@ def torch_load(path: str | os.PathLike[str], *, allow_unknown_classes: bool) -> 
     if os.path.isdir(source):
         raise LfbError(f"{source}: is a directory, expected a checkpoint file")
     try:
-        if _is_torchscript(source):
-            raise LfbError(f"{source}: is a TorchScript archive; pass a plain state_dict checkpoint")
+        _check_archive(source)
+        budget = Budget(source, os.path.getsize(source))
         with open(source, "rb") as handle:
             return torch.load(
                 handle,
                 map_location="cpu",
                 weights_only=False,
-                pickle_module=_pickle_module(source, allow_unknown_classes),
+                pickle_module=_pickle_module(source, allow_unknown_classes, budget),
             )
     except LfbError:
         raise
