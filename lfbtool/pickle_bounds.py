@@ -18,12 +18,13 @@ import numpy as np
 from lfbtool.errors import LfbError
 
 MAX_DEPTH = 200  # configs nest ~10 deep; repr/deepcopy recurse ~1000 deep
-SLACK_BYTES = 64 << 20  # what any pickle may allocate beyond its size (small files, metadata)
+SLACK_BYTES = 16 << 20  # what any pickle may allocate beyond its size (small files, metadata)
 ALLOC_FACTOR = 8  # bytes of constructed data per byte of file
 MAX_PROPAGATION = 1_000_000  # depth updates pushed up to parents; legit pickles need ~0
 _MUTABLE = (list, dict, set)
 _CONTAINERS = (tuple, list, dict, set, frozenset)
-_ADD_TARGETS = (list, dict, set)  # APPEND(S)/SETITEM(S)/ADDITEMS; placeholders are allowed too
+_ADD_TARGETS = (list, dict, set)
+_LEAVES = (str, bytes, int, float, complex, type(None), np.generic)  # APPEND(S)/SETITEM(S)/ADDITEMS; placeholders are allowed too
 
 
 class Budget:
@@ -160,7 +161,11 @@ class BoundedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             return node[1]
         if not self._is_container(obj):
             return 0
-        depth = 1 + max((self._depth(c) for c in self._children(obj)), default=0)
+        deepest = 0
+        for child in self._children(obj):
+            if not isinstance(child, _LEAVES):
+                deepest = max(deepest, self._depth(child))
+        depth = 1 + deepest
         self._check_depth(depth)
         if depth > 1 or self._is_mutable(obj) or (isinstance(obj, (tuple, frozenset)) and len(obj) > 32):
             self._nodes[id(obj)] = [obj, depth, []]  # flat small tuples are cheaper to rescan than to keep

@@ -29,7 +29,7 @@ import zipfile
 from typing import IO, Any
 
 from lfbtool.errors import LfbError
-from lfbtool.pickle_bounds import Budget, BoundedUnpickler
+from lfbtool.pickle_bounds import BoundedUnpickler, Budget
 
 __all__ = ["load_plain", "torch_load", "RestrictedUnpickler", "Placeholder"]
 
