@@ -24,7 +24,7 @@ MAX_PROPAGATION = 1_000_000  # depth updates pushed up to parents; legit pickles
 _MUTABLE = (list, dict, set)
 _CONTAINERS = (tuple, list, dict, set, frozenset)
 _ADD_TARGETS = (list, dict, set)
-_LEAVES = (str, bytes, int, float, complex, type(None), np.generic)  # APPEND(S)/SETITEM(S)/ADDITEMS; placeholders are allowed too
+_LEAVES = (str, bytes, int, float, complex, type(None), np.generic, type)  # APPEND(S)/SETITEM(S)/ADDITEMS; placeholders are allowed too
 
 
 class Budget:
@@ -58,6 +58,14 @@ class Budget:
             raise self.refuse(
                 f"tensor storages claim {self.storage_bytes:,} bytes, more than the {self.file_size:,}-byte file"
             )
+
+
+class Inert:
+    """Base of :class:`lfbtool.safe_pickle.Placeholder`: an object built from data, never from code."""
+
+
+_NESTING = (*_CONTAINERS, Inert)
+_MUTATING = (*_MUTABLE, Inert, np.ndarray)
 
 
 def _size_of(value: Any) -> int:
@@ -150,12 +158,13 @@ class BoundedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             return obj
         if isinstance(obj, np.ndarray):
             return obj.flat if obj.dtype == object else ()
-        state = getattr(obj, "__dict__", None)
-        if _is_placeholder(obj) and isinstance(state, dict):
-            return state.values()
+        if _is_placeholder(obj):
+            return obj.__dict__.values()
         return ()
 
     def _depth(self, obj: Any) -> int:
+        if isinstance(obj, _LEAVES):
+            return 0
         node = self._nodes.get(id(obj))
         if node is not None and node[0] is obj:
             return node[1]
@@ -173,13 +182,11 @@ class BoundedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
     @staticmethod
     def _is_container(obj: Any) -> bool:
-        return isinstance(obj, _CONTAINERS) or _is_placeholder(obj) or (
-            isinstance(obj, np.ndarray) and obj.dtype == object
-        )
+        return isinstance(obj, _NESTING) or (isinstance(obj, np.ndarray) and obj.dtype == object)
 
     @staticmethod
     def _is_mutable(obj: Any) -> bool:
-        return isinstance(obj, _MUTABLE) or _is_placeholder(obj) or isinstance(obj, np.ndarray)
+        return isinstance(obj, _MUTATING)
 
     def _check_depth(self, depth: int) -> None:
         if depth > MAX_DEPTH:
@@ -234,7 +241,7 @@ class BoundedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
 
 def _is_placeholder(obj: Any) -> bool:
-    return getattr(type(obj), "_lfb_target", None) is not None and hasattr(obj, "__dict__")
+    return isinstance(obj, Inert)
 
 
 def _remaining(file: IO[bytes]) -> int | None:
@@ -314,7 +321,7 @@ def _load_newobj_ex(self: BoundedUnpickler) -> None:
 
 
 def _is_placeholder_class(cls: Any) -> bool:
-    return isinstance(cls, type) and getattr(cls, "_lfb_target", None) is not None
+    return isinstance(cls, type) and issubclass(cls, Inert)
 
 
 BoundedUnpickler.dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]

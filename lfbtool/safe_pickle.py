@@ -29,7 +29,7 @@ import zipfile
 from typing import IO, Any
 
 from lfbtool.errors import LfbError
-from lfbtool.pickle_bounds import BoundedUnpickler, Budget
+from lfbtool.pickle_bounds import BoundedUnpickler, Budget, Inert
 
 __all__ = ["load_plain", "torch_load", "RestrictedUnpickler", "Placeholder"]
 
@@ -152,7 +152,7 @@ class _InertMeta(type):
         raise LfbError(f"refused to load {cls._lfb_source}: the pickle would call {cls._lfb_target}")
 
 
-class Placeholder(metaclass=_InertMeta):
+class Placeholder(Inert, metaclass=_InertMeta):
     """Stands in for a class this process does not have; holds whatever state the pickle gave it."""
 
     _lfb_source = "<placeholder>"
