@@ -128,3 +128,13 @@ def test_zip_bomb_entry_refused(tmp_path: Path) -> None:
     _rewrite(path, inflate)
     message = _check_refused(lambda p: torch_load(p, allow_unknown_classes=False), path)
     assert "zip entries unpack" in message
+
+
+@pytest.mark.parametrize("bomb", ["bytearray_10gb", "nested_lists", "numpy_state_huge_objects"])
+def test_bomb_refused_by_mmaction_bank_import(tmp_path: Path, bomb: str) -> None:
+    from lfbtool.bank.mmaction_import import import_mmaction_pkl
+
+    path = _torch_file(tmp_path / "lfb_train.pkl", BOMBS[bomb])
+    message = _check_refused(lambda p: import_mmaction_pkl(p, tmp_path / "out.h5"), path)
+    assert "refused to load" in message
+    assert not (tmp_path / "out.h5").exists()
