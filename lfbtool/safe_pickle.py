@@ -10,7 +10,10 @@ module named by the file.
 * :func:`torch_load` runs ``torch.load`` with this module as ``pickle_module``. With
   ``allow_unknown_classes=True`` (checkpoint metadata such as MMEngine's ``message_hub``) an unknown
   global becomes an inert placeholder class: it can be instantiated by NEWOBJ and receive state, but
-  calling it (REDUCE, the way payloads run) raises :class:`LfbError`.
+  calling it (REDUCE, the way payloads run) raises :class:`LfbError`. Protocol 2 pickles a method
+  reference such as MMEngine's ``HistoryBuffer.min`` as ``getattr(HistoryBuffer, "min")``: that
+  ``getattr`` is admitted only on a placeholder and yields another placeholder; dunder names and any
+  real target (module, function, allowed class, data) are refused.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import zipfile
 from typing import IO, Any
 
 from lfbtool.errors import LfbError
+from lfbtool.pickle_bounds import BoundedUnpickler, Budget, Inert
 
 __all__ = ["load_plain", "torch_load", "RestrictedUnpickler", "Placeholder"]
 
@@ -133,6 +137,11 @@ def _torch_globals() -> dict[tuple[str, str], Any]:
     return allowed
 
 
+def _is_dunder(name: str) -> bool:
+    """``__class__``, ``__globals__``, ``__reduce__``...: the handles that reach real code."""
+    return name.startswith("__") or name.endswith("__")
+
+
 class _InertMeta(type):
     """Metaclass of placeholders: calling the class (REDUCE / INST with args) is refused."""
 
@@ -143,7 +152,7 @@ class _InertMeta(type):
         raise LfbError(f"refused to load {cls._lfb_source}: the pickle would call {cls._lfb_target}")
 
 
-class Placeholder(metaclass=_InertMeta):
+class Placeholder(Inert, metaclass=_InertMeta):
     """Stands in for a class this process does not have; holds whatever state the pickle gave it."""
 
     _lfb_source = "<placeholder>"
@@ -157,7 +166,7 @@ class Placeholder(metaclass=_InertMeta):
     def __setstate__(self, state: Any) -> None:
         if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):
             state = {**(state[0] or {}), **state[1]}  # (dict state, slot state)
-        if isinstance(state, dict) and all(isinstance(k, str) for k in state):
+        if isinstance(state, dict) and all(isinstance(k, str) and not _is_dunder(k) for k in state):
             self.__dict__.update(state)
         else:
             self.__dict__["_lfb_state"] = state
@@ -175,8 +184,12 @@ class Placeholder(metaclass=_InertMeta):
         return f"<placeholder for {type(self)._lfb_target}>"
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """Resolves globals only from an allow list; never imports a module named by the pickle."""
+class RestrictedUnpickler(BoundedUnpickler):
+    """Resolves globals only from an allow list; never imports a module named by the pickle.
+
+    The pure-Python base (:class:`~lfbtool.pickle_bounds.BoundedUnpickler`) bounds depth, allocation
+    and per-opcode work.
+    """
 
     source: str = "<pickle>"
     allow_unknown_classes: bool = False
@@ -191,13 +204,55 @@ class RestrictedUnpickler(pickle.Unpickler):
         found = self.allowed.get((_numpy2_module(module), name))
         if found is not None:
             return found
-        top = module.split(".")[0]
-        private = top.startswith("_") and top != "__main__"
-        if self.allow_unknown_classes and top not in _CODE_MODULES and not private:
-            return self._placeholder(module, name)
+        if self.allow_unknown_classes:
+            inert = self._inert_helpers.get((module, name))
+            if inert is not None:
+                return inert
+            top = module.split(".")[0]
+            private = top.startswith("_") and top != "__main__"
+            dunder = any(_is_dunder(part) for part in name.split("."))
+            if top not in _CODE_MODULES and not private and not dunder:
+                return self._placeholder(module, name)
         raise LfbError(
             f"{self.source}: refused to load: the pickle references {module}.{name}, which is not plain data"
         )
+
+    @property
+    def _inert_helpers(self) -> dict[tuple[str, str], Any]:
+        """What protocol 0-2 pickles of unknown classes call; each only ever yields placeholders."""
+        return {
+            ("builtins", "getattr"): self._inert_getattr,
+            ("copyreg", "_reconstructor"): self._inert_reconstructor,
+            ("copyreg", "__newobj__"): self._inert_newobj,
+            ("builtins", "object"): object,  # the base in _reconstructor's arguments
+        }
+
+    def _refuse(self, what: str) -> LfbError:
+        return LfbError(f"{self.source}: refused to load: the pickle calls {what}, which is not plain data")
+
+    def _inert_getattr(self, target: Any, name: Any, *default: Any) -> type:
+        """``getattr(Placeholder, "min")`` (a method reference) -> the placeholder ``Cls.min``."""
+        cls = target if isinstance(target, _InertMeta) else type(target)
+        if default or not isinstance(cls, _InertMeta) or not isinstance(name, str):
+            raise self._refuse(f"getattr on {type(target).__name__} {name!r:.60}")
+        if _is_dunder(name) or not name.isidentifier():
+            raise self._refuse(f"getattr(..., {name!r:.60})")
+        return self._placeholder(cls.__module__, f"{cls.__qualname__}.{name}")
+
+    def _inert_newobj(self, cls: Any, *args: Any) -> Placeholder:
+        """``copyreg.__newobj__(cls, *args)`` spelled out by REDUCE: only for placeholder classes."""
+        if not isinstance(cls, _InertMeta):
+            raise self._refuse(f"copyreg.__newobj__ on {cls!r:.60}")
+        return cls.__new__(cls, *args)
+
+    def _inert_reconstructor(self, cls: Any, base: Any, state: Any) -> Placeholder:
+        """Protocol 0/1 ``copyreg._reconstructor(cls, object, state)`` for a placeholder class."""
+        if not isinstance(cls, _InertMeta):
+            raise self._refuse(f"copyreg._reconstructor on {cls!r:.60}")
+        obj = cls.__new__(cls)
+        if state is not None:  # the base's value: a dict subclass's items, a list subclass's elements
+            obj.__dict__["_lfb_items" if isinstance(state, dict) else "_lfb_state"] = state
+        return obj
 
     def _placeholder(self, module: str, name: str) -> type:
         """One inert class per module.qualname and load, created here without importing anything."""
@@ -240,12 +295,16 @@ def load_plain(path_or_file: PathOrFile) -> object:
         raise LfbError(f"{source}: not a readable pickle ({type(exc).__name__}: {exc})") from exc
 
 
-def _pickle_module(source: str, allow_unknown_classes: bool) -> types.SimpleNamespace:
-    """What ``torch.load`` needs from ``pickle_module``: ``Unpickler``, ``load`` and ``__name__``."""
+def _pickle_module(source: str, allow_unknown_classes: bool, budget: Budget) -> types.SimpleNamespace:
+    """What ``torch.load`` needs from ``pickle_module``: ``Unpickler``, ``load`` and ``__name__``.
+
+    Every pickle of the file (legacy files hold several) draws on one ``budget``.
+    """
     unpickler_cls = type(
         "TorchUnpickler",
         (RestrictedUnpickler,),
-        {"source": source, "allowed": _torch_globals(), "allow_unknown_classes": allow_unknown_classes},
+        {"source": source, "allowed": _torch_globals(), "allow_unknown_classes": allow_unknown_classes,
+         "shared_budget": budget},
     )
 
     def load(file: IO[bytes], **kwargs: Any) -> Any:
@@ -254,12 +313,19 @@ def _pickle_module(source: str, allow_unknown_classes: bool) -> types.SimpleName
     return types.SimpleNamespace(__name__=__name__, Unpickler=unpickler_cls, load=load)
 
 
-def _is_torchscript(path: str) -> bool:
-    """TorchScript archives would be handed to ``torch.jit.load``; we only read plain checkpoints."""
+def _check_archive(path: str) -> None:
+    """TorchScript archives would go to ``torch.jit.load``; compressed entries could be zip bombs."""
     if not zipfile.is_zipfile(path):
-        return False
+        return
     with zipfile.ZipFile(path) as archive:
-        return any(n.split("/")[-1] == "constants.pkl" or "/code/" in n for n in archive.namelist())
+        infos = archive.infolist()
+    if any(i.filename.split("/")[-1] == "constants.pkl" or "/code/" in i.filename for i in infos):
+        raise LfbError(f"{path}: is a TorchScript archive; pass a plain state_dict checkpoint")
+    unpacked, size = sum(i.file_size for i in infos), os.path.getsize(path)
+    if unpacked > 2 * size + (1 << 20):
+        raise LfbError(
+            f"{path}: refused to load: its zip entries unpack to {unpacked:,} bytes from a {size:,}-byte file"
+        )
 
 
 def torch_load(path: str | os.PathLike[str], *, allow_unknown_classes: bool) -> object:
@@ -272,14 +338,14 @@ def torch_load(path: str | os.PathLike[str], *, allow_unknown_classes: bool) -> 
     if os.path.isdir(source):
         raise LfbError(f"{source}: is a directory, expected a checkpoint file")
     try:
-        if _is_torchscript(source):
-            raise LfbError(f"{source}: is a TorchScript archive; pass a plain state_dict checkpoint")
+        _check_archive(source)
+        budget = Budget(source, os.path.getsize(source))
         with open(source, "rb") as handle:
             return torch.load(
                 handle,
                 map_location="cpu",
                 weights_only=False,
-                pickle_module=_pickle_module(source, allow_unknown_classes),
+                pickle_module=_pickle_module(source, allow_unknown_classes, budget),
             )
     except LfbError:
         raise

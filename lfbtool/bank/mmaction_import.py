@@ -9,7 +9,6 @@ writer of the format, in sorted key order.
 from __future__ import annotations
 
 import json
-import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,23 +42,25 @@ def mode_from_name(path: Path) -> str | None:
 
 
 def load_mmaction_pkl(path: str | Path) -> Any:
-    """``torch.load(weights_only=True)``: tensors and plain containers only; anything else is refused."""
+    """Tensors and plain containers only, read by the bounded restricted loader (no code, no pickle bombs)."""
+    from lfbtool.safe_pickle import torch_load
+
     path = Path(path)
     if not path.is_file():
         raise LfbError(f"{path}: no such file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        if not found:
-            raise LfbError(f"{path}: cannot read as an MMAction2 bank (not a torch.save pickle)") from error
-        raise LfbError(
-            f"{path}: refused to load: this pickle would run code (it calls {found.group(1)}); an MMAction2 "
-            "bank holds only tensors, so it is not one (loaded with torch.load(weights_only=True))"
-        ) from error
-    except Exception as error:  # noqa: BLE001 - torch raises many types for a file that is not a pickle
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise LfbError(f"{path}: cannot read as an MMAction2 bank ({type(error).__name__}: {first})") from error
+        return torch_load(path, allow_unknown_classes=False)
+    except LfbError as error:
+        text = str(error)
+        found = re.search(r"the pickle references (\S+), which is not plain data", text)
+        if found:
+            raise LfbError(
+                f"{path}: refused to load: this pickle would run code (it calls {found.group(1)}); an MMAction2 "
+                "bank holds only tensors, so it is not one"
+            ) from error
+        if "refused to load" in text:
+            raise
+        raise LfbError(f"{path}: cannot read as an MMAction2 bank (not a torch.save pickle)") from error
 
 
 class _Checker:

@@ -5,7 +5,12 @@ registry (timm's pattern); the registry itself imports no model module.
 """
 
 from lfbtool.models import resnet3d, slowfast, tv_video  # registers the backbones
-from lfbtool.models.checkpoint import checkpoint_sha256, load_backbone_weights, read_checkpoint
+from lfbtool.models.checkpoint import (
+    check_finite_weights,
+    checkpoint_sha256,
+    load_backbone_weights,
+    read_checkpoint,
+)
 from lfbtool.models.factory import create_backbone
 from lfbtool.models.lfb_head import LFBHead
 from lfbtool.models.lfb_model import LFBFeatureModel
@@ -36,6 +41,7 @@ __all__ = [
     "RoIFeatureExtractor",
     "TORCHVISION_VIDEO_NORMALIZATION",
     "TestDefaults",
+    "check_finite_weights",
     "backbone_spec",
     "checkpoint_sha256",
     "create_backbone",

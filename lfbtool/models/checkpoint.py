@@ -20,7 +20,7 @@ from lfbtool.errors import LfbError
 from lfbtool.hashing import file_sha256
 from lfbtool.safe_pickle import torch_load
 
-__all__ = ["read_checkpoint", "load_strict", "load_backbone_weights", "checkpoint_sha256"]
+__all__ = ["read_checkpoint", "load_strict", "load_backbone_weights", "check_finite_weights", "checkpoint_sha256"]
 
 _STATE_DICT_KEYS = ("state_dict", "model", "module")
 _SHOWN = 8  # keys listed per category before "(+N more)"
@@ -85,9 +85,29 @@ def _select(state_dict: Mapping[str, Tensor], prefix: str, ignored: tuple[str, .
     return {key: value for key, value in selected.items() if not key.startswith(ignored)}
 
 
+def check_finite_weights(state_dict: Mapping[str, Tensor], *, source: str) -> None:
+    """Refuse NaN/Inf floating tensors and negative BatchNorm ``running_var``: they give NaN features.
+
+    A broken checkpoint would otherwise fill a bank (or scores) with NaN silently; the first
+    offending key is named with the file.
+    """
+    for key, value in state_dict.items():
+        if not isinstance(value, Tensor) or not value.is_floating_point() or value.numel() == 0:
+            continue
+        if not bool(torch.isfinite(value).all()):
+            bad = "NaN" if bool(torch.isnan(value).any()) else "Inf"
+            raise LfbError(f"{source}: tensor {key} holds {bad} values; the checkpoint is broken, use another file")
+        if key.endswith("running_var") and bool((value < 0).any()):
+            raise LfbError(
+                f"{source}: tensor {key} (BatchNorm running variance) holds negative values; "
+                "the checkpoint is broken, use another file"
+            )
+
+
 def load_strict(module: nn.Module, weights: Mapping[str, Tensor], *, source: str, target: str) -> None:
     """Load ``weights`` into ``module`` strictly: one LfbError lists every missing, unexpected and
-    mis-shaped key. BatchNorm ``num_batches_tracked`` may be absent (older checkpoints; unused in eval)."""
+    mis-shaped key, another names a non-finite tensor. BatchNorm ``num_batches_tracked`` may be absent
+    (older checkpoints; unused in eval)."""
     expected = module.state_dict()
     missing = [k for k in expected if k not in weights and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in weights if k not in expected]
@@ -105,6 +125,7 @@ def load_strict(module: nn.Module, weights: Mapping[str, Tensor], *, source: str
         problems.append("shape mismatch " + _listing(mismatched, "; "))
     if problems:
         raise LfbError(f"{source}: checkpoint does not fit {target}: " + "; ".join(problems))
+    check_finite_weights(weights, source=source)
     complete = {k: weights.get(k, expected[k]) for k in expected}
     with torch.no_grad():
         module.load_state_dict(complete, strict=True)
