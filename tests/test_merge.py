@@ -154,10 +154,10 @@ def test_incompatible_banks_are_refused(train_val, tmp_path: Path, change: dict,
 
 def test_missing_or_broken_input_bank(train_val, tmp_path: Path) -> None:
     train, _, _ = train_val
-    with pytest.raises(LfbError, match="nope.h5: file is missing"):
+    with pytest.raises(LfbError, match="nope.h5: no such bank file"):
         merge_banks([train, tmp_path / "nope.h5"], tmp_path / "out.h5")
     (tmp_path / "junk.h5").write_bytes(b"junk")
-    with pytest.raises(LfbError, match="junk.h5: cannot be read as a bank"):
+    with pytest.raises(LfbError, match="junk.h5: not an lfbtool bank: not readable as HDF5"):
         merge_banks([train, tmp_path / "junk.h5"], tmp_path / "out.h5")
     assert no_output_left(tmp_path / "out.h5")
     done = cli(str(train), str(train))
@@ -191,10 +191,8 @@ def write_shards(out: Path, *, world: int = 2, segment_size: int = 2) -> Rows:
     directory = shards.shards_dir(out)
     directory.mkdir(parents=True)
     rows = rows_for(SHARD_KEYS, seed=11)
-    shards.write_json_atomic(shards.attempt_path(directory, 1), {
-        "attempt": 1, "world_size": world, "prior_segments": [], "total_keyframes": len(SHARD_KEYS),
-        "config_fingerprint": FP,
-    })
+    shards.AttemptRecord(attempt=1, world_size=world, total_keyframes=len(SHARD_KEYS),
+                         config_fingerprint=FP).write(directory)
     kwargs = {"feature_dim": C, "dtype": "float16", "mode": "train", "config_json": "{}", "config_fingerprint": FP}
     size, extra = divmod(len(SHARD_KEYS), world)
     start = 0

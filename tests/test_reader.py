@@ -107,7 +107,7 @@ def test_bad_files(tmp_path: Path) -> None:
     write_bank(damaged, {("a", 1): 1, ("a", 2): 2})
     with h5py.File(damaged, "r+") as f:
         f["timestamps"][1] = 0
-    with pytest.raises(LfbError, match="not increasing"):
+    with pytest.raises(LfbError, match="timestamps must strictly increase within a video"):
         FeatureBank(damaged)
 
 

@@ -2,11 +2,12 @@
 
 Layout under ``OUT/shards/``::
 
-    a001.json                 attempt record (rank 0, at start): world size, fingerprint, settings,
+    a001.json                 attempt record (rank 0, at start; :class:`AttemptRecord`): world size,
+                              fingerprint, settings,
                               the segments earlier attempts left (kept as done), keyframes to do
     a001-r00000-s000000.h5    a segment: a complete bank file of up to --segment-size keyframes,
                               written as *.tmp-<pid> and renamed, so a kill loses only the one in progress
-    a001-r00000.json          rank manifest (each rank, when it finished): its segments and counts
+    a001-r00000.json          rank manifest (each rank, when it finished; :class:`RankManifest`)
 
 A merge needs the newest attempt record, a manifest from each of its ranks, and every segment those
 name; anything missing or unreadable is refused by rank and segment.
@@ -15,11 +16,12 @@ name; anything missing or unreadable is refused by rank and segment.
 from __future__ import annotations
 
 import json
-import os
 import re
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lfbtool.atomic import write_json_atomic
 from lfbtool.bank import format as fmt
 from lfbtool.bank.writer import BankWriter
 from lfbtool.errors import LfbError
@@ -52,22 +54,74 @@ def segment_label(path: Path) -> str:
     return f"rank {rank} segment {seq} of attempt {attempt} ({path})"
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+@dataclass(frozen=True)
+class SegmentEntry:
+    """A finished segment as the records name it: file name, keyframes, rows (-1: not recorded)."""
+
+    name: str
+    keys: int
+    rows: int = -1
 
 
-def read_json(path: Path, what: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class AttemptRecord:
+    """``a###.json``, written by rank 0 before any rank writes: what this attempt must produce."""
+
+    attempt: int
+    world_size: int
+    total_keyframes: int
+    config_fingerprint: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    prior_segments: tuple[SegmentEntry, ...] = ()
+
+    def write(self, directory: Path) -> Path:
+        return write_json_atomic(attempt_path(directory, self.attempt), asdict(self))
+
+    @classmethod
+    def read(cls, directory: Path, attempt: int) -> AttemptRecord:
+        path = attempt_path(directory, attempt)
+        data = _read_json(path, f"attempt {attempt} record")
+        try:
+            prior = tuple(SegmentEntry(**item) for item in data.pop("prior_segments", []))
+            return cls(prior_segments=prior, **data)
+        except TypeError as error:
+            raise LfbError(f"{path}: attempt {attempt} record is not one lfbtool wrote ({error})") from None
+
+
+@dataclass(frozen=True)
+class RankManifest:
+    """``a###-r#####.json``, written by each rank when it finished: its segments and counts."""
+
+    attempt: int
+    rank: int
+    keyframes: int
+    segments: tuple[SegmentEntry, ...]
+    complete: bool = True
+
+    def write(self, directory: Path) -> Path:
+        return write_json_atomic(manifest_path(directory, self.attempt, self.rank), asdict(self))
+
+    @classmethod
+    def read(cls, directory: Path, attempt: int, rank: int) -> RankManifest:
+        path = manifest_path(directory, attempt, rank)
+        data = _read_json(path, f"rank {rank} manifest")
+        try:
+            segments = tuple(SegmentEntry(**item) for item in data.pop("segments"))
+            return cls(segments=segments, **data)
+        except (TypeError, KeyError) as error:
+            raise LfbError(f"{path}: rank {rank} manifest is not one lfbtool wrote ({error})") from None
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
-        return json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise LfbError(f"{path}: {what} is missing") from None
-    except (json.JSONDecodeError, OSError) as error:
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError) as error:
         raise LfbError(f"{path}: {what} is unreadable ({error})") from None
+    if not isinstance(data, dict):
+        raise LfbError(f"{path}: {what} is not a JSON object")
+    return data
 
 
 def list_segments(directory: Path) -> list[Path]:
@@ -94,12 +148,7 @@ def remove_temporaries(directory: Path) -> None:
 def segment_keys(path: Path) -> list[tuple[str, int]]:
     """The keys stored in a segment, from its index only."""
     label = segment_label(path)
-    with fmt.open_bank(path, label) as handle:
-        videos, offsets, timestamps, _ = fmt.read_index(handle, label)
-    keys = []
-    for v, video in enumerate(videos):
-        keys.extend((video, int(t)) for t in timestamps[int(offsets[v]) : int(offsets[v + 1])])
-    return keys
+    return fmt.read_header(path, label).keys()
 
 
 class ShardWriter:
@@ -110,7 +159,7 @@ class ShardWriter:
         self.attempt, self.rank, self.segment_size = attempt, rank, segment_size
         self._bank_kwargs = bank_kwargs
         self._writer: BankWriter | None = None
-        self._segments: list[dict[str, Any]] = []
+        self._segments: list[SegmentEntry] = []
 
     def append(self, video_id: str, timestamp: int, features, boxes, scores) -> None:
         if self._writer is None:
@@ -125,17 +174,12 @@ class ShardWriter:
         if writer is None:
             return
         path = writer.close()
-        self._segments.append({"name": path.name, "keys": writer.num_keys, "rows": writer.num_rows})
+        self._segments.append(SegmentEntry(path.name, writer.num_keys, writer.num_rows))
 
     def close(self, *, keyframes: int) -> Path:
         """Finish the open segment and write this rank's manifest."""
         self._finish_segment()
-        path = manifest_path(self.directory, self.attempt, self.rank)
-        write_json_atomic(path, {
-            "attempt": self.attempt, "rank": self.rank, "keyframes": keyframes,
-            "segments": self._segments, "complete": True,
-        })
-        return path
+        return RankManifest(self.attempt, self.rank, keyframes, tuple(self._segments)).write(self.directory)
 
     def abort(self) -> None:
         if self._writer is not None:
@@ -148,27 +192,25 @@ def segments_for_merge(directory: Path) -> tuple[list[Path], int]:
     attempts = list_attempts(directory)
     if not attempts:
         raise LfbError(f"{directory}: no shards to merge (no attempt record a###.json)")
-    attempt = attempts[-1]
-    record = read_json(attempt_path(directory, attempt), f"attempt {attempt} record")
+    record = AttemptRecord.read(directory, attempts[-1])
     expected: list[tuple[Path, int, str]] = []
-    for item in record.get("prior_segments", []):
-        path = directory / item["name"]
-        expected.append((path, int(item["keys"]), f"{segment_label(path)}, kept from an earlier attempt"))
-    for rank in range(int(record["world_size"])):
-        manifest_file = manifest_path(directory, attempt, rank)
+    for item in record.prior_segments:
+        path = directory / item.name
+        expected.append((path, item.keys, f"{segment_label(path)}, kept from an earlier attempt"))
+    for rank in range(record.world_size):
+        manifest_file = manifest_path(directory, record.attempt, rank)
         if not manifest_file.is_file():
             raise LfbError(
-                f"{directory}: rank {rank} did not finish attempt {attempt} (no {manifest_file.name}); "
+                f"{directory}: rank {rank} did not finish attempt {record.attempt} (no {manifest_file.name}); "
                 "rerun extract with --resume"
             )
-        manifest = read_json(manifest_file, f"rank {rank} manifest")
-        for item in manifest["segments"]:
-            path = directory / item["name"]
-            expected.append((path, int(item["keys"]), segment_label(path)))
+        for item in RankManifest.read(directory, record.attempt, rank).segments:
+            path = directory / item.name
+            expected.append((path, item.keys, segment_label(path)))
     for path, keys, label in expected:
         if not path.is_file():
             raise LfbError(f"{label}: segment is missing")
-        found = len(segment_keys(path))
+        found = fmt.read_header(path, label).num_keys
         if found != keys:
             raise LfbError(f"{label}: holds {found} keyframes, its record says {keys}; truncated")
-    return [p for p, _, _ in expected], int(record.get("total_keyframes", -1))
+    return [p for p, _, _ in expected], record.total_keyframes

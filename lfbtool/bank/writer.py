@@ -7,6 +7,7 @@ size; the small per-key index (timestamps, offsets) is kept in memory and writte
 from __future__ import annotations
 
 import os
+import re
 from importlib import metadata
 from pathlib import Path
 
@@ -14,8 +15,10 @@ import h5py
 import numpy as np
 
 import lfbtool
+from lfbtool.atomic import os_error_text, temporary_path
 from lfbtool.bank import format as fmt
 from lfbtool.errors import LfbError, RunError
+from lfbtool.keys import key_text
 
 _DTYPES = {"float16": np.float16, "float32": np.float32}
 
@@ -26,6 +29,17 @@ def created_by() -> str:
     except metadata.PackageNotFoundError:
         torch_version = "absent"
     return f"lfbtool {lfbtool.__version__}, torch {torch_version}"
+
+
+def h5_error_text(error: BaseException) -> str:
+    """``no space left on device`` from an OSError or from h5py's RuntimeError text (which carries errno)."""
+    if isinstance(error, OSError) and error.strerror:
+        return os_error_text(error)
+    text = str(error)
+    found = re.search(r"error message = '([^']+)'", text)
+    if found:
+        return found.group(1).lower()
+    return (text.splitlines() or [type(error).__name__])[0]
 
 
 def _as_numpy(array, dtype: type) -> np.ndarray:
@@ -58,7 +72,7 @@ class BankWriter:
         if dtype not in _DTYPES:
             raise LfbError(f"{path}: unsupported feature dtype {dtype!r} (float16 or float32)")
         self.path = Path(path)
-        self.tmp_path = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        self.tmp_path = temporary_path(self.path)
         self.feature_dim = int(feature_dim)
         self.dtype = dtype
         self._np_dtype = _DTYPES[dtype]
@@ -66,8 +80,8 @@ class BankWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = h5py.File(self.tmp_path, "w")
-        except OSError as error:
-            raise LfbError(f"{self.path}: cannot write the bank here ({error.strerror or error})") from error
+        except (OSError, RuntimeError) as error:
+            raise LfbError(f"{self.path}: cannot write the bank here ({h5_error_text(error)})") from error
         attrs = {
             "format": fmt.FORMAT_NAME,
             "format_version": fmt.FORMAT_VERSION,
@@ -126,7 +140,7 @@ class BankWriter:
         key = (str(video_id), int(timestamp))
         if self._last_key is not None and key <= self._last_key:
             raise LfbError(
-                f"{self.path}: key {fmt.key_text(*key)} arrives after {fmt.key_text(*self._last_key)}; "
+                f"{self.path}: key {key_text(*key)} arrives after {key_text(*self._last_key)}; "
                 "keys must be written in increasing (video_id, timestamp) order, each once"
             )
         feats = _as_numpy(features, self._np_dtype)
@@ -134,12 +148,12 @@ class BankWriter:
         score = _as_numpy(scores, np.float32).reshape(-1)
         if feats.ndim != 2 or feats.shape[1] != self.feature_dim:
             raise LfbError(
-                f"{self.path}: key {fmt.key_text(*key)} has features of shape {tuple(feats.shape)}, "
+                f"{self.path}: key {key_text(*key)} has features of shape {tuple(feats.shape)}, "
                 f"expected (n, {self.feature_dim})"
             )
         if not (feats.shape[0] == box.shape[0] == score.shape[0]):
             raise LfbError(
-                f"{self.path}: key {fmt.key_text(*key)} has {feats.shape[0]} features, "
+                f"{self.path}: key {key_text(*key)} has {feats.shape[0]} features, "
                 f"{box.shape[0]} boxes and {score.shape[0]} scores; they must match"
             )
         if not self._videos or self._videos[-1] != key[0]:
@@ -166,8 +180,8 @@ class BankWriter:
             for dataset, block in ((self._features, feats), (self._boxes, boxes), (self._scores, scores)):
                 dataset.resize(stop, axis=0)
                 dataset[start:stop] = block
-        except OSError as error:
-            raise RunError(f"{self.tmp_path}: writing the bank failed ({error})") from error
+        except (OSError, RuntimeError) as error:
+            raise RunError(f"{self.tmp_path}: writing the bank failed ({h5_error_text(error)})") from error
         self._rows_written = stop
         self._pending.clear()
         self._pending_rows = 0
@@ -189,6 +203,9 @@ class BankWriter:
             with open(self.tmp_path, "rb+") as handle:
                 os.fsync(handle.fileno())
             os.replace(self.tmp_path, self.path)
+        except (OSError, RuntimeError) as error:
+            self.abort()
+            raise RunError(f"{self.tmp_path}: writing the bank failed ({h5_error_text(error)})") from error
         except BaseException:
             self.abort()
             raise
