@@ -34,6 +34,7 @@ from lfbtool.data.ava import (
 from lfbtool.data.clips import ClipSettings
 from lfbtool.errors import LfbError, RunError
 from lfbtool.extract_loop import extract_block
+from lfbtool.lock import RunLock
 from lfbtool.models import (
     LFBFeatureModel,
     backbone_spec,
@@ -99,18 +100,21 @@ def build_model(config: ExtractConfig, device: torch.device) -> LFBFeatureModel:
 def run_extract(config: ExtractConfig, *, show_progress: bool | None = None) -> ExtractResult:
     """Build ``OUT/lfb_{mode}.h5`` (or only the shards with ``merge=False``). Joins torchrun if launched."""
     ctx = dist.init_from_env(config.dist_timeout)
+    lock = RunLock(config.out, f"lfbtool extract --mode {config.mode}")  # taken by rank 0 only
     try:
-        return _run(config, ctx, show_progress)
+        return _run(config, ctx, show_progress, lock)
     finally:
+        lock.release()
         dist.shutdown(ctx)
 
 
-def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | None) -> ExtractResult:
+def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | None, lock: RunLock) -> ExtractResult:
     out, directory = Path(config.out), shards.shards_dir(config.out)
     inputs: tuple | None = None
     failure: LfbError | None = None
     device = torch.device("cpu")
     try:
+        shards.check_mode(config.mode)
         device = resolve_device(config.device, ctx.local_rank)
         # Everything the user may have got wrong is checked here, before rank 0 writes into OUT:
         # a refused input must not leave an earlier-run record that asks for --resume.
@@ -132,6 +136,9 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
     failure = None
     if ctx.is_main:
         try:
+            lock.acquire()
+            if lock.note:
+                print(f"note: {lock.note}", file=sys.stderr)
             plan = prepare_output(out, config.mode, resolved, ctx.world_size,
                                   ((k.video_id, k.timestamp) for k in keyframes),
                                   resume=config.resume, overwrite=config.overwrite)
@@ -144,7 +151,7 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
         header = fmt.read_header(bank)
         return _summarize(result, bank, len(header.videos), header.num_keys, header.num_rows, already_complete=True)
     attempt = plan.attempt
-    seen = dist.all_gather(ctx, (shards.attempt_path(directory, attempt).is_file(), socket.gethostname()))
+    seen = dist.all_gather(ctx, (shards.attempt_path(directory, config.mode, attempt).is_file(), socket.gethostname()))
     blind = [f"rank {r} on {host}" for r, (ok, host) in enumerate(seen) if not ok]
     if blind:
         raise RunError(f"{directory}: {', '.join(blind)} cannot see the files rank 0 wrote there; "
@@ -153,7 +160,7 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
     done = set(plan.done)
     todo = [k for k in keyframes if (k.video_id, k.timestamp) not in done]
     mine = [todo[i] for i in dist.contiguous_block(len(todo), ctx.world_size, ctx.rank)]
-    writer = shards.ShardWriter(directory, attempt=attempt, rank=ctx.rank, segment_size=config.segment_size,
+    writer = shards.ShardWriter(directory, mode=config.mode, attempt=attempt, rank=ctx.rank, segment_size=config.segment_size,
                                 bank_kwargs=_bank_kwargs(config, resolved))
     if show_progress is None:
         show_progress = ctx.is_main and sys.stderr.isatty()
@@ -175,7 +182,8 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
     if ctx.is_main and config.merge:
         try:
             started = time.perf_counter()
-            report = merge_shards(directory, fmt.bank_path(out, config.mode), keep_shards=config.keep_shards)
+            report = merge_shards(directory, fmt.bank_path(out, config.mode), mode=config.mode,
+                                  keep_shards=config.keep_shards)
             result.merge_seconds = time.perf_counter() - started
             _summarize(result, report.output, report.videos, report.keys, report.rows)
         except LfbError as error:

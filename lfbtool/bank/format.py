@@ -21,7 +21,7 @@ from lfbtool.keys import key_text
 
 FORMAT_NAME = "lfbtool-bank"
 #: Version 2 adds checksums (fletcher32 on row datasets, sha256 attributes on index datasets).
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FEATURE_CHUNK_ROWS = 128
 BOX_CHUNK_ROWS = 4096
 SCORE_CHUNK_ROWS = 16384
@@ -236,10 +236,6 @@ def read_checked_index(handle: h5py.File, what: str) -> BankIndex:
         for data in (features, boxes, scores):
             if not data.fletcher32:
                 raise LfbError(f"{what}: /{data.name.lstrip('/')} has no fletcher32 checksum (format_version 2 needs it)")
-        for data, values in ((videos_ds, videos), (vko_ds, vko), (ts_ds, ts), (kro_ds, kro)):
-            stored = as_text(data.attrs.get(DIGEST_ATTR, ""))
-            if stored != index_digest(values):
-                raise LfbError(f"{what}: /{data.name.lstrip('/')} does not match its sha256 checksum; damaged index")
     k = len(ts)
     _check_offsets(what, VIDEO_KEY_OFFSETS, vko, len(videos), "/videos", k, "/timestamps", strict=True)
     _check_offsets(what, KEY_ROW_OFFSETS, kro, k, "/timestamps", n, "/features", strict=False)
@@ -255,6 +251,10 @@ def read_checked_index(handle: h5py.File, what: str) -> BankIndex:
             i = int(bad[0])
             raise LfbError(f"{what}: key {key_text(video, int(span[i + 1]))} follows {key_text(video, int(span[i]))}; "
                            "timestamps must strictly increase within a video")
+    if version >= 2:  # after the structural checks, so a damaged index is named precisely where it can be
+        for data, values in ((videos_ds, videos), (vko_ds, vko), (ts_ds, ts), (kro_ds, kro)):
+            if as_text(data.attrs.get(DIGEST_ATTR, "")) != index_digest(values):
+                raise LfbError(f"{what}: /{data.name.lstrip('/')} does not match its sha256 checksum; damaged index")
     return BankIndex(what, attrs, videos, vko, ts, kro, checksummed=version >= 2)
 
 

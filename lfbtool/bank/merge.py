@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from lfbtool.bank.writer import BankWriter
 from lfbtool.choices import OnConflict
 from lfbtool.errors import LfbError, RunError
 from lfbtool.keys import key_text
+from lfbtool.lock import remove_dead_temporaries
 
 Key = fmt.Key
 
@@ -66,6 +66,10 @@ def iter_keys(path: Path, label: str | None = None, block_bytes: int | None = No
                     block_stop = min(max(stop, start + block), int(row_offsets[-1]))
                     f_block, b_block, s_block = (fmt.read_rows(data, block_start, block_stop, what)
                                                  for data in (features, boxes, scores))
+                    bad = ~np.isfinite(f_block).all(axis=1)
+                    if bad.any():
+                        row = block_start + int(np.argmax(bad))
+                        raise LfbError(f"{what}: key {index.key_of_row(row)}: /features row {row} holds NaN or Inf")
                 a, b = start - block_start, stop - block_start
                 yield (video, int(timestamps[k])), f_block[a:b], b_block[a:b], s_block[a:b]
 
@@ -126,15 +130,20 @@ def merge_banks(
     on_conflict: OnConflict | str = OnConflict.error,
     mode: str | None = None,
     config_json: str | None = None,
+    overwrite: bool = False,
 ) -> MergeReport:
     """Merge ``inputs`` into ``output`` (written under a temporary name, renamed when complete).
 
     A key stored twice with identical rows is kept once and reported; with different rows it is an
     error naming the key, unless ``on_conflict="first"`` keeps the rows of the input listed first in ``inputs``.
+    Every input passes :func:`~lfbtool.bank.format.read_checked_index` (verify's structural checks)
+    before anything is written, and rows are checked finite and read through their checksums while
+    copied: a merge never turns a damaged bank into one that verifies.
     """
     if not inputs:
         raise LfbError(f"{output}: nothing to merge (no input banks or segments)")
     on_conflict = OnConflict.parse(on_conflict, "--on-conflict")
+    _refuse_output(Path(output), inputs, overwrite)
     labels = list(labels) if labels is not None else [str(p) for p in inputs]
     headers = [MergeInput(Path(p), label, fmt.read_header(p, label)) for p, label in zip(inputs, labels, strict=True)]
     check_compatible(headers)
@@ -178,19 +187,38 @@ def merge_banks(
     return report
 
 
-def merge_shards(directory: Path, bank: Path, *, keep_shards: bool = False,
-                 on_conflict: OnConflict | str = OnConflict.error) -> MergeReport:
-    """Check a finished run's records, merge its segments into ``bank``, then drop the shards."""
-    segments, expected = shards.segments_for_merge(directory)
+def merge_shards(directory: Path, bank: Path, *, mode: str, keep_shards: bool = False,
+                 on_conflict: OnConflict | str = OnConflict.error, overwrite: bool = False) -> MergeReport:
+    """Check a finished ``mode`` run's records, merge its segments into ``bank``, then drop them.
+
+    The caller holds the OUT's :class:`~lfbtool.lock.RunLock` (extract's rank 0, or ``lfbtool merge``).
+    """
+    segments, expected = shards.segments_for_merge(directory, mode)
     labels = [shards.segment_label(p) for p in segments]
     # Segments of a resumed run hold the config of the attempt that wrote them, which differs in run
     # settings (resume, workers, ...); the bank records the newest, not a list of every segment's.
     newest = fmt.read_header(segments[-1], labels[-1]) if segments else None
-    report = merge_banks(segments, bank, labels=labels, on_conflict=on_conflict,
-                         mode=newest.mode if newest else None, config_json=newest.attrs["config"] if newest else None)
+    report = merge_banks(segments, bank, labels=labels, on_conflict=on_conflict, overwrite=overwrite,
+                         mode=mode, config_json=newest.attrs["config"] if newest else None)
     if expected >= 0 and report.keys != expected:
         bank.unlink(missing_ok=True)
         raise RunError(f"{directory}: merged {report.keys} keyframes but the run planned {expected}")
-    if not keep_shards:
-        shutil.rmtree(directory, ignore_errors=True)
+    if not keep_shards:  # this mode's files only; the directory goes when nothing else is in it
+        for path in directory.iterdir():
+            if path.name.startswith(f"{mode}-") and ".tmp-" not in path.name:
+                path.unlink(missing_ok=True)
+        shards.remove_temporaries(directory)
+        if not any(directory.iterdir()):
+            directory.rmdir()
     return report
+
+
+def _refuse_output(output: Path, inputs: Sequence[Path], overwrite: bool) -> None:
+    """The output is never an input (it is replaced at the end), and an existing one needs --force."""
+    for path in inputs:
+        if Path(path).resolve() == output.resolve() or (output.exists() and Path(path).exists()
+                                                        and output.samefile(path)):
+            raise LfbError(f"{output}: is also an input of this merge; write the merged bank to a new file")
+    if output.exists() and not overwrite:
+        raise LfbError(f"{output}: already exists; pass --force to replace it")
+    remove_dead_temporaries(list(output.parent.glob(f"{output.name}.tmp-*")))

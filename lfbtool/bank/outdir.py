@@ -1,13 +1,13 @@
 """Rank 0's start of an extraction in OUT: refuse or clean earlier results, plan the attempt, record it.
 
-``--resume`` keeps every keyframe stored in a complete segment whose settings match this run's; the
+Rank 0 holds OUT's :class:`~lfbtool.lock.RunLock` while it calls this, so no other run is writing
+there. ``--resume`` keeps every keyframe stored in a complete segment whose settings match this run's; the
 plan (attempt number, keys already done) is what rank 0 broadcasts to the other ranks.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ from lfbtool.bank import format as fmt
 from lfbtool.bank import shards
 from lfbtool.config import describe_differences, fingerprint, resume_settings
 from lfbtool.errors import LfbError
+from lfbtool.lock import remove_dead_temporaries
 
 
 @dataclass(frozen=True)
@@ -51,20 +52,20 @@ def prepare_output(out: Path, mode: str, resolved: dict[str, Any], world_size: i
     out, directory = Path(out), shards.shards_dir(out)
     bank = fmt.bank_path(out, mode)
     _check_writable(out, directory)
-    if overwrite:
-        shutil.rmtree(directory)
-        directory.mkdir()
+    if overwrite:  # this mode's results only: another mode's shards in OUT are not ours to delete
+        for path in directory.iterdir():
+            if path.name.startswith(f"{mode}-"):
+                path.unlink()
         bank.unlink(missing_ok=True)
-    segments = shards.list_segments(directory)
-    attempts = shards.list_attempts(directory)
+    segments = shards.list_segments(directory, mode)
+    attempts = shards.list_attempts(directory, mode)
     if not resume and (segments or attempts or bank.exists()):
         found = f"{bank.name}" if bank.exists() else f"{len(segments)} segments in {directory}"
         raise LfbError(
             f"{out}: holds results of an earlier run ({found}); pass --resume to continue it "
             "or --overwrite to start over"
         )
-    for stale in out.glob(f"{bank.name}.tmp-*"):  # a merge killed before its rename
-        stale.unlink(missing_ok=True)
+    remove_dead_temporaries(list(out.glob(f"{bank.name}.tmp-*")))  # a merge killed before its rename
     wanted = resume_settings(resolved)
     if bank.exists():
         _refuse_other_settings(str(bank), fmt.read_header(bank).attrs["config"], wanted)
@@ -81,7 +82,7 @@ def prepare_output(out: Path, mode: str, resolved: dict[str, Any], world_size: i
     attempt = (attempts[-1] if attempts else 0) + 1
     wanted_keys = set(keys)
     shards.AttemptRecord(
-        attempt=attempt, world_size=world_size, total_keyframes=len(wanted_keys),
+        mode=mode, attempt=attempt, world_size=world_size, total_keyframes=len(wanted_keys),
         config_fingerprint=fingerprint(resolved), settings=wanted, prior_segments=tuple(prior),
     ).write(directory)
     return RunPlan(complete=False, attempt=attempt, done=tuple(sorted(done & wanted_keys)))

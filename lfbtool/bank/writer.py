@@ -7,7 +7,6 @@ size; the small per-key index (timestamps, offsets) is kept in memory and writte
 from __future__ import annotations
 
 import os
-import re
 from importlib import metadata
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import h5py
 import numpy as np
 
 import lfbtool
-from lfbtool.atomic import os_error_text, temporary_path
+from lfbtool.atomic import io_error_text, temporary_path
 from lfbtool.bank import format as fmt
 from lfbtool.errors import LfbError, RunError
 from lfbtool.keys import key_text
@@ -29,17 +28,6 @@ def created_by() -> str:
     except metadata.PackageNotFoundError:
         torch_version = "absent"
     return f"lfbtool {lfbtool.__version__}, torch {torch_version}"
-
-
-def h5_error_text(error: BaseException) -> str:
-    """``no space left on device`` from an OSError or from h5py's RuntimeError text (which carries errno)."""
-    if isinstance(error, OSError) and error.strerror:
-        return os_error_text(error)
-    text = str(error)
-    found = re.search(r"error message = '([^']+)'", text)
-    if found:
-        return found.group(1).lower()
-    return (text.splitlines() or [type(error).__name__])[0]
 
 
 def _as_numpy(array, dtype: type) -> np.ndarray:
@@ -81,7 +69,7 @@ class BankWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = h5py.File(self.tmp_path, "w")
         except (OSError, RuntimeError) as error:
-            raise LfbError(f"{self.path}: cannot write the bank here ({h5_error_text(error)})") from error
+            raise LfbError(f"{self.path}: cannot write the bank here ({io_error_text(error)})") from error
         attrs = {
             "format": fmt.FORMAT_NAME,
             "format_version": fmt.FORMAT_VERSION,
@@ -95,16 +83,18 @@ class BankWriter:
         }
         for name, value in attrs.items():
             self._file.attrs[name] = value
-        chunk = (fmt.FEATURE_CHUNK_ROWS, self.feature_dim)
+        # fletcher32: HDF5 checks every chunk on read, so a flipped byte is an error, not a wrong number.
         self._features = self._file.create_dataset(
             fmt.FEATURES, shape=(0, self.feature_dim), maxshape=(None, self.feature_dim),
-            dtype=self._np_dtype, chunks=chunk,
+            dtype=self._np_dtype, chunks=(fmt.FEATURE_CHUNK_ROWS, self.feature_dim), fletcher32=True,
         )
         self._boxes = self._file.create_dataset(
-            fmt.BOXES, shape=(0, 4), maxshape=(None, 4), dtype=np.float32, chunks=(4096, 4)
+            fmt.BOXES, shape=(0, 4), maxshape=(None, 4), dtype=np.float32, chunks=(fmt.BOX_CHUNK_ROWS, 4),
+            fletcher32=True,
         )
         self._scores = self._file.create_dataset(
-            fmt.SCORES, shape=(0,), maxshape=(None,), dtype=np.float32, chunks=(16384,)
+            fmt.SCORES, shape=(0,), maxshape=(None,), dtype=np.float32, chunks=(fmt.SCORE_CHUNK_ROWS,),
+            fletcher32=True,
         )
         self._videos: list[str] = []
         self._video_key_offsets: list[int] = [0]
@@ -181,7 +171,7 @@ class BankWriter:
                 dataset.resize(stop, axis=0)
                 dataset[start:stop] = block
         except (OSError, RuntimeError) as error:
-            raise RunError(f"{self.tmp_path}: writing the bank failed ({h5_error_text(error)})") from error
+            raise RunError(f"{self.tmp_path}: writing the bank failed ({io_error_text(error)})") from error
         self._rows_written = stop
         self._pending.clear()
         self._pending_rows = 0
@@ -194,10 +184,15 @@ class BankWriter:
             self._flush()
             video_offsets = self._video_key_offsets + [len(self._timestamps)] if self._videos else [0]
             string_dtype = h5py.string_dtype("utf-8")
-            self._file.create_dataset(fmt.VIDEOS, data=np.array(self._videos, dtype=object), dtype=string_dtype)
-            self._file.create_dataset(fmt.VIDEO_KEY_OFFSETS, data=np.asarray(video_offsets, dtype=np.int64))
-            self._file.create_dataset(fmt.TIMESTAMPS, data=np.asarray(self._timestamps, dtype=np.int32))
-            self._file.create_dataset(fmt.KEY_ROW_OFFSETS, data=np.asarray(self._key_row_offsets, dtype=np.int64))
+            index = (
+                (fmt.VIDEOS, np.array(self._videos, dtype=object), string_dtype),
+                (fmt.VIDEO_KEY_OFFSETS, np.asarray(video_offsets, dtype=np.int64), None),
+                (fmt.TIMESTAMPS, np.asarray(self._timestamps, dtype=np.int32), None),
+                (fmt.KEY_ROW_OFFSETS, np.asarray(self._key_row_offsets, dtype=np.int64), None),
+            )
+            for name, values, dtype in index:
+                data = self._file.create_dataset(name, data=values, dtype=dtype)
+                data.attrs[fmt.DIGEST_ATTR] = fmt.index_digest(self._videos if dtype else values)
             self._file.flush()
             self._file.close()
             with open(self.tmp_path, "rb+") as handle:
@@ -205,7 +200,7 @@ class BankWriter:
             os.replace(self.tmp_path, self.path)
         except (OSError, RuntimeError) as error:
             self.abort()
-            raise RunError(f"{self.tmp_path}: writing the bank failed ({h5_error_text(error)})") from error
+            raise RunError(f"{self.tmp_path}: writing the bank failed ({io_error_text(error)})") from error
         except BaseException:
             self.abort()
             raise
