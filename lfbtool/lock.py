@@ -96,7 +96,17 @@ class RunLock:
             stale = self.path.with_name(f"{LOCK_NAME}.stale-{me['host']}-{me['pid']}")
             try:
                 os.replace(self.path, stale)
+                moved = json.loads(stale.read_text())
             except FileNotFoundError:
+                continue
+            except (OSError, ValueError):
+                moved = None
+            if moved != holder:  # another command took it over in between: give its lock back
+                try:
+                    os.link(stale, self.path)
+                except OSError:
+                    pass
+                stale.unlink(missing_ok=True)
                 continue
             stale.unlink(missing_ok=True)
             self.note = f"took over the lock of {_describe(holder)}, which is no longer running"
