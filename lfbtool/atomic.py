@@ -30,21 +30,20 @@ def os_error_text(error: OSError) -> str:
 
 
 def io_error_text(error: BaseException) -> str:
-    """:func:`os_error_text`, also for the RuntimeError h5py and torch raise on a failed write: their
-    text carries the OS message (``error message = 'No space left on device'``) or the errno."""
+    """:func:`os_error_text`, also for the errors h5py and torch raise on a failed write: h5py's text
+    carries the OS message (``error message = 'No space left on device'``), torch's RuntimeError has
+    the OSError as its context."""
     cause: BaseException | None = error
-    while cause is not None:  # torch.save raises RuntimeError "unexpected pos" with the OSError as context
+    while cause is not None:
+        found = re.search(r"error message = '([^']+)'", str(cause))
+        if found:
+            return found.group(1).lower()
+        if isinstance(cause, OSError) and cause.errno:
+            return os.strerror(cause.errno).lower()
         if isinstance(cause, OSError) and cause.strerror:
             return os_error_text(cause)
         cause = cause.__cause__ or cause.__context__
-    text = str(error)
-    found = re.search(r"error message = '([^']+)'", text)
-    if found:
-        return found.group(1).lower()
-    found = re.search(r"errno = (\d+)", text)
-    if found:
-        return os.strerror(int(found.group(1))).lower()
-    return (text.splitlines() or [type(error).__name__])[0]
+    return (str(error).splitlines() or [type(error).__name__])[0]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], object], *, binary: bool = True) -> Path:

@@ -7,7 +7,9 @@
     when the disk is full (its text carries ``errno = 28``);
     ``merge-write``: the same for the merged bank ``lfb_<mode>.h5``;
     ``manifest``: the Nth rank manifest ``<mode>-a###-r#####.json`` fails with ENOSPC at its write;
-    ``nan``: the Nth forward of the feature model returns NaN for every box.
+    ``nan``: the Nth forward of the feature model returns NaN for every box;
+    ``pause``: the Nth forward creates ``$LFB_PAUSE_DIR/paused`` and waits for ``$LFB_PAUSE_DIR/go``
+    (a live run held at a known point, for the tests of concurrent commands).
 ``LFB_FAULT_N``
     1-based count of such events (default 1).
 """
@@ -70,6 +72,24 @@ def install(fault: str, n: int) -> None:
         def forward(self, clips, rois):
             features = original_forward(self, clips, rois)
             return torch.full_like(features, float("nan")) if arrive() else features
+
+        LFBFeatureModel.forward = forward
+    elif fault == "pause":
+        import time
+        from pathlib import Path
+
+        from lfbtool.models.lfb_model import LFBFeatureModel
+
+        original_forward = LFBFeatureModel.forward
+        where = Path(os.environ["LFB_PAUSE_DIR"])
+
+        def forward(self, clips, rois):
+            if arrive():
+                (where / "paused").touch()
+                deadline = time.time() + 600
+                while not (where / "go").exists() and time.time() < deadline:
+                    time.sleep(0.05)
+            return original_forward(self, clips, rois)
 
         LFBFeatureModel.forward = forward
     else:

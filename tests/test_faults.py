@@ -66,16 +66,21 @@ def dead_pid() -> int:
 
 
 def test_train_and_val_at_once_and_resume_during_a_live_run(tiny_data, reference, tmp_path) -> None:
-    out = tmp_path / "out"
-    train = subprocess.Popen([sys.executable, "-m", "lfbtool", *tiny_data.extract_args(out, *SEGMENT)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    out, pause = tmp_path / "out", tmp_path / "pause"
+    pause.mkdir()
+    # the train run is held inside its 4th forward: segment 0 is finished, segment 1 is a live temporary
+    train = subprocess.Popen([sys.executable, str(FAULT_RUNNER), *tiny_data.extract_args(out, *SEGMENT)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=child_env(LFB_FAULT="pause", LFB_FAULT_N="4", LFB_PAUSE_DIR=str(pause)))
     try:
-        deadline = time.time() + 120
-        while not (out / LOCK_NAME).exists() and train.poll() is None and time.time() < deadline:
+        deadline = time.time() + 300
+        while not (pause / "paused").exists() and train.poll() is None and time.time() < deadline:
             time.sleep(0.1)
-        assert (out / LOCK_NAME).exists(), train.communicate()
+        assert (pause / "paused").exists(), train.communicate()
         holder = json.loads((out / LOCK_NAME).read_text())
         assert holder["pid"] == train.pid and holder["host"] == socket.gethostname()
+        live = [p for p in (out / "shards").iterdir() if ".tmp-" in p.name]
+        assert [p.name.split(".tmp-")[0] for p in live] == ["train-a001-r00000-s000001.h5"]
         val_args = [a if a != "train" else "val" for a in tiny_data.extract_args(out, *SEGMENT)]
         val = lfbtool(val_args)
         one_error_line(val, 2, str(out), "in use by lfbtool extract --mode train", f"pid {train.pid}")
@@ -83,6 +88,8 @@ def test_train_and_val_at_once_and_resume_during_a_live_run(tiny_data, reference
         one_error_line(resumed, 2, "in use by", f"pid {train.pid}")
         merged = lfbtool(["merge", str(out)])
         one_error_line(merged, 2, "in use by", f"pid {train.pid}")
+        assert all(p.exists() for p in live)  # nobody touched the live run's temporary
+        (pause / "go").touch()
         stdout, stderr = train.communicate(timeout=300)
     finally:
         if train.poll() is None:

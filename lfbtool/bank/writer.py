@@ -67,9 +67,10 @@ class BankWriter:
         self._block_rows = block_rows
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = h5py.File(self.tmp_path, "w")
+            self._file = h5py.File(self.tmp_path, "w", rdcc_nbytes=0)  # no chunk cache: a failed write fails here, not at exit
         except (OSError, RuntimeError) as error:
-            raise LfbError(f"{self.path}: cannot write the bank here ({io_error_text(error)})") from error
+            self.tmp_path.unlink(missing_ok=True)
+            raise RunError(f"{self.path}: cannot write the bank here ({io_error_text(error)})") from error
         attrs = {
             "format": fmt.FORMAT_NAME,
             "format_version": fmt.FORMAT_VERSION,
@@ -210,11 +211,21 @@ class BankWriter:
     def abort(self) -> None:
         """Drop the temporary file; nothing with the bank's name is left behind."""
         self._closed = True
-        try:
-            if self._file.id.valid:
-                self._file.close()
-        except Exception:  # noqa: BLE001 - closing a half-written file must not mask the real error
-            pass
+        if self._file.id.valid:
+            # After a failed write (disk full) HDF5's close fails to flush and leaves the file open;
+            # at interpreter exit HDF5 tries again and crashes (SIGSEGV). Truncating frees space for
+            # the flush; a low-level close of the file id drops whatever is still left open.
+            try:
+                os.truncate(self.tmp_path, 0)
+            except OSError:
+                pass
+            for close in (self._file.close, self._file.id.close):  # the second drops what the first left
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - closing a half-written file must not mask the real error
+                    pass
+                if not self._file.id.valid:
+                    break
         self.tmp_path.unlink(missing_ok=True)
 
     def __enter__(self) -> BankWriter:
