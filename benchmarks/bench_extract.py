@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     from lfbtool.config import build_config
     from lfbtool.data.clips import KeyframeClips
-    from lfbtool.distributed import DistContext, device_for
-    from lfbtool.extract import auto_workers, build_model, clip_settings, load_keyframes, run_extract
+    from lfbtool.extract import build_model, clip_settings, load_keyframes, run_extract
+    from lfbtool.extract_loop import auto_workers
+    from lfbtool.runtime import resolve_device
     from lfbtool.testing.checkpoints import make_random_detector_checkpoint
     from lfbtool.testing.synthetic import make_ava_example
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     })
 
     # The bare forward's inputs: the same clips, decoded beforehand, in the same batches.
-    device = device_for(DistContext(), args.device)
+    device = resolve_device(args.device, 0)
     model = build_model(config, device)
     keyframe_list, _ = load_keyframes(config)
     dataset = KeyframeClips(keyframe_list, clip_settings(config))

@@ -1,7 +1,8 @@
 """Write a file so that its name only ever shows a complete file: temp file, fsync, rename.
 
 Every output of lfbtool that a user or a later run may take as finished (attempt records, manifests,
-exports, recognize results) goes through here. An OSError (disk full, permission) becomes one
+exports, recognize results) goes through here. An OSError (disk full, permission), or the RuntimeError
+torch and h5py raise for one, becomes one
 :class:`~lfbtool.errors.RunError` naming the file, and the temporary file is removed.
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -17,13 +20,30 @@ from lfbtool.errors import RunError
 
 
 def temporary_path(path: Path) -> Path:
-    """``<name>.tmp-<pid>``: the pid says whose temporary it is (a resume drops only dead ones)."""
-    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    """``<name>.tmp-<host>-<pid>``: whose temporary it is (a later run drops only those of dead processes)."""
+    return path.with_name(f"{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
 
 
 def os_error_text(error: OSError) -> str:
     """``no space left on device`` rather than ``[Errno 28] No space left on device: '/x'``."""
     return (error.strerror or str(error) or type(error).__name__).lower()
+
+
+def io_error_text(error: BaseException) -> str:
+    """:func:`os_error_text`, also for the errors h5py and torch raise on a failed write: h5py's text
+    carries the OS message (``error message = 'No space left on device'``), torch's RuntimeError has
+    the OSError as its context."""
+    cause: BaseException | None = error
+    while cause is not None:
+        found = re.search(r"error message = '([^']+)'", str(cause))
+        if found:
+            return found.group(1).lower()
+        if isinstance(cause, OSError) and cause.errno:
+            return os.strerror(cause.errno).lower()
+        if isinstance(cause, OSError) and cause.strerror:
+            return os_error_text(cause)
+        cause = cause.__cause__ or cause.__context__
+    return (str(error).splitlines() or [type(error).__name__])[0]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], object], *, binary: bool = True) -> Path:
@@ -36,8 +56,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], object
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as error:
-        raise RunError(f"{path}: cannot write ({os_error_text(error)})") from error
+    except (OSError, RuntimeError) as error:  # torch.save reports a failed write as RuntimeError
+        raise RunError(f"{path}: cannot write ({io_error_text(error)})") from error
     finally:
         tmp.unlink(missing_ok=True)
     return path

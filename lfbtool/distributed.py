@@ -53,15 +53,6 @@ def init_from_env(timeout_s: int = 1800) -> DistContext:
     return DistContext(rank=rank, world_size=world, local_rank=local, backend=backend)
 
 
-def device_for(ctx: DistContext, requested: str) -> torch.device:
-    """``auto``: cuda:LOCAL_RANK when CUDA is present, else cpu. An explicit device is used as given."""
-    if requested != "auto":
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda", ctx.local_rank)
-    return torch.device("cpu")
-
-
 def contiguous_block(count: int, world_size: int, rank: int) -> range:
     """Rank ``rank``'s share of ``count`` items: contiguous, sizes differ by at most one, no padding."""
     base, extra = divmod(count, world_size)
@@ -92,16 +83,11 @@ def broadcast(ctx: DistContext, obj: Any) -> Any:
     return box[0]
 
 
-def shutdown(ctx: DistContext) -> None:
-    if ctx.active and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def agree(ctx: DistContext, failure: LfbError | None, suffix: str = "") -> None:
     """Share each rank's failure of the stage just run; every rank raises the first one.
 
     No rank is left waiting in a later collective for a rank that gave up, and the error reaches
-    the terminal once (errors marked ``all_ranks`` are printed by one rank).
+    the terminal once (rank 0 prints errors marked ``all_ranks``).
     """
     status = None if failure is None else (str(failure), failure.exit_code)
     for rank, item in enumerate(all_gather(ctx, status)):
@@ -109,3 +95,9 @@ def agree(ctx: DistContext, failure: LfbError | None, suffix: str = "") -> None:
             message, exit_code = item
             where = f"rank {rank}: " if rank else ""
             raise LfbError(f"{where}{message}{suffix}", exit_code=exit_code, all_ranks=True)
+
+
+def shutdown(ctx: DistContext) -> None:
+    if ctx.active and dist.is_initialized():
+        dist.destroy_process_group()
+

@@ -28,7 +28,7 @@ import signal
 import sys
 from pathlib import Path
 
-SEGMENT = re.compile(r"^a\d{3}-r\d{5}-s\d{6}\.h5$")
+SEGMENT = re.compile(r"^\w+-a\d{3}-r\d{5}-s\d{6}\.h5$")
 BANK = re.compile(r"^lfb_.+\.h5$")
 
 

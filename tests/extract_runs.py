@@ -94,7 +94,7 @@ def assert_same_bank(expected: Path, actual: Path) -> None:
 
 def segments(shards: Path) -> dict[str, list[Key]]:
     """Keys of every finished segment in a shards directory, by file name."""
-    pattern = re.compile(r"^a\d{3}-r\d{5}-s\d{6}\.h5$")
+    pattern = re.compile(r"^\w+-a\d{3}-r\d{5}-s\d{6}\.h5$")
     return {p.name: bank_keys(p) for p in sorted(shards.iterdir()) if pattern.match(p.name)}
 
 

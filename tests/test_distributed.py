@@ -45,7 +45,7 @@ def test_torchrun_two_processes_match_single_process(tiny_data, reference, tmp_p
     per_rank = [[k for name, seg in found.items() if f"-r0000{r}-" in name for k in seg] for r in (0, 1)]
     assert per_rank[0] + per_rank[1] == keys
     assert abs(len(per_rank[0]) - len(per_rank[1])) <= 1
-    manifests = [json.loads((out / "shards" / f"a001-r0000{r}.json").read_text()) for r in (0, 1)]
+    manifests = [json.loads((out / "shards" / f"train-a001-r0000{r}.json").read_text()) for r in (0, 1)]
     assert [m["keyframes"] for m in manifests] == [len(k) for k in per_rank]
     # only rank 0 prints the summary
     assert len(re.findall(r"^keyframes ", done.stdout, re.M)) == 1 and "processes  2" in done.stdout

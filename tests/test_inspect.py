@@ -33,7 +33,7 @@ def test_inspect_summary(tmp_path: Path) -> None:
     path = tmp_path / "lfb_val.h5"
     make_bank(path)
     info = inspect_bank(path)
-    assert info["format"] == "lfbtool-bank" and info["format_version"] == 1
+    assert info["format"] == "lfbtool-bank" and info["format_version"] == 2
     assert (info["feature_dim"], info["dtype"], info["mode"]) == (C, "float16", "val")
     assert (info["videos"], info["keyframes"], info["boxes"], info["boxes_without_score"]) == (2, 3, 5, 1)
     assert info["boxes_per_keyframe"] == {"min": 1, "max": 2, "mean": round(5 / 3, 4), "histogram": {1: 1, 2: 2}}

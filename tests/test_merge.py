@@ -126,6 +126,7 @@ def test_conflicting_duplicate_is_an_error_naming_the_key(train_val, tmp_path: P
     # --on-conflict first keeps the rows of the input given first, whichever it is
     for order, kept in (((train, other), rows_for([("a", 902), ("a", 904), ("c", 1000), ("c", 1001)], seed=1)),
                         ((other, train), None)):
+        out.unlink(missing_ok=True)  # an existing -o is refused without --force
         done = cli(*map(str, order), "-o", str(out), "--on-conflict", "first")
         assert done.returncode == 0, done.stderr
         assert "1 conflicting keys, first kept: a,0904" in done.stdout
@@ -154,10 +155,10 @@ def test_incompatible_banks_are_refused(train_val, tmp_path: Path, change: dict,
 
 def test_missing_or_broken_input_bank(train_val, tmp_path: Path) -> None:
     train, _, _ = train_val
-    with pytest.raises(LfbError, match="nope.h5: file is missing"):
+    with pytest.raises(LfbError, match="nope.h5: no such bank file"):
         merge_banks([train, tmp_path / "nope.h5"], tmp_path / "out.h5")
     (tmp_path / "junk.h5").write_bytes(b"junk")
-    with pytest.raises(LfbError, match="junk.h5: cannot be read as a bank"):
+    with pytest.raises(LfbError, match="junk.h5: not an lfbtool bank: not readable as HDF5"):
         merge_banks([train, tmp_path / "junk.h5"], tmp_path / "out.h5")
     assert no_output_left(tmp_path / "out.h5")
     done = cli(str(train), str(train))
@@ -191,17 +192,15 @@ def write_shards(out: Path, *, world: int = 2, segment_size: int = 2) -> Rows:
     directory = shards.shards_dir(out)
     directory.mkdir(parents=True)
     rows = rows_for(SHARD_KEYS, seed=11)
-    shards.write_json_atomic(shards.attempt_path(directory, 1), {
-        "attempt": 1, "world_size": world, "prior_segments": [], "total_keyframes": len(SHARD_KEYS),
-        "config_fingerprint": FP,
-    })
+    shards.AttemptRecord(mode="train", attempt=1, world_size=world, total_keyframes=len(SHARD_KEYS),
+                         config_fingerprint=FP).write(directory)
     kwargs = {"feature_dim": C, "dtype": "float16", "mode": "train", "config_json": "{}", "config_fingerprint": FP}
     size, extra = divmod(len(SHARD_KEYS), world)
     start = 0
     for rank in range(world):
         mine = SHARD_KEYS[start:start + size + (rank < extra)]
         start += len(mine)
-        writer = shards.ShardWriter(directory, attempt=1, rank=rank, segment_size=segment_size, bank_kwargs=kwargs)
+        writer = shards.ShardWriter(directory, mode="train", attempt=1, rank=rank, segment_size=segment_size, bank_kwargs=kwargs)
         for key in mine:
             writer.append(*key, *rows[key])
         writer.close(keyframes=len(mine))
@@ -221,51 +220,51 @@ def test_keep_shards(tmp_path: Path) -> None:
     done = cli(str(tmp_path), "--mode", "train", "--keep-shards")
     assert done.returncode == 0, done.stderr
     assert_bank_holds(tmp_path / "lfb_train.h5", rows)
-    assert len(shards.list_segments(tmp_path / "shards")) == 4
+    assert len(shards.list_segments(tmp_path / "shards", "train")) == 4
 
 
 def test_missing_segment_is_refused_naming_rank_and_segment(tmp_path: Path) -> None:
     write_shards(tmp_path)
-    (tmp_path / "shards" / "a001-r00001-s000001.h5").unlink()
+    (tmp_path / "shards" / "train-a001-r00001-s000001.h5").unlink()
     done = cli(str(tmp_path), "--mode", "train")
     assert done.returncode == 2
     assert "rank 1 segment 1 of attempt 1" in done.stderr and "segment is missing" in done.stderr
     assert no_output_left(tmp_path / "lfb_train.h5")
-    assert len(shards.list_segments(tmp_path / "shards")) == 3  # shards kept after a failed merge
+    assert len(shards.list_segments(tmp_path / "shards", "train")) == 3  # shards kept after a failed merge
 
 
 def test_truncated_segment_is_refused_naming_rank_and_segment(tmp_path: Path) -> None:
     write_shards(tmp_path)
-    segment = tmp_path / "shards" / "a001-r00000-s000001.h5"
+    segment = tmp_path / "shards" / "train-a001-r00000-s000001.h5"
     data = segment.read_bytes()
     segment.write_bytes(data[: len(data) * 2 // 3])
     done = cli(str(tmp_path), "--mode", "train")
     assert done.returncode == 2
     assert "rank 0 segment 1 of attempt 1" in done.stderr and "truncated" in done.stderr
     assert no_output_left(tmp_path / "lfb_train.h5")
-    assert len(shards.list_segments(tmp_path / "shards")) == 4
+    assert len(shards.list_segments(tmp_path / "shards", "train")) == 4
 
 
 def test_segment_shorter_than_its_record_is_refused(tmp_path: Path) -> None:
     write_shards(tmp_path)
-    manifest = tmp_path / "shards" / "a001-r00000.json"
+    manifest = tmp_path / "shards" / "train-a001-r00000.json"
     record = json.loads(manifest.read_text())
     record["segments"][0]["keys"] = 3
     manifest.write_text(json.dumps(record))
     with pytest.raises(LfbError, match="rank 0 segment 0 of attempt 1 .*holds 2 keyframes, its record says 3"):
-        merge_shards(tmp_path / "shards", tmp_path / "lfb_train.h5")
+        merge_shards(tmp_path / "shards", tmp_path / "lfb_train.h5", mode="train")
 
 
 def test_unfinished_rank_is_refused(tmp_path: Path) -> None:
     write_shards(tmp_path)
-    (tmp_path / "shards" / "a001-r00001.json").unlink()
-    with pytest.raises(LfbError, match="rank 1 did not finish attempt 1 .no a001-r00001.json.; rerun extract with --resume"):
-        merge_shards(tmp_path / "shards", tmp_path / "lfb_train.h5")
+    (tmp_path / "shards" / "train-a001-r00001.json").unlink()
+    with pytest.raises(LfbError, match="rank 1 did not finish attempt 1 .no train-a001-r00001.json.; rerun extract with --resume"):
+        merge_shards(tmp_path / "shards", tmp_path / "lfb_train.h5", mode="train")
 
 
 def test_segment_from_other_settings_is_refused(tmp_path: Path) -> None:
     write_shards(tmp_path)
-    segment = tmp_path / "shards" / "a001-r00001-s000000.h5"
+    segment = tmp_path / "shards" / "train-a001-r00001-s000000.h5"
     keys = bank_keys(segment)
     segment.unlink()
     write_bank(segment, rows_for(keys, seed=11), fingerprint="feedfeedfeedfeed")

@@ -28,8 +28,8 @@ def assert_extracted_exactly_once(out: Path, keys: list, resume_stdout: str, att
     found = segments(out / "shards")
     stored = [k for seg in found.values() for k in seg]
     assert sorted(stored) == keys and len(stored) == len(set(stored))
-    killed = [k for name, seg in found.items() if name.startswith("a001-") for k in seg]
-    record = json.loads((out / "shards" / f"a{attempt:03d}.json").read_text())
+    killed = [k for name, seg in found.items() if name.startswith("train-a001-") for k in seg]
+    record = json.loads((out / "shards" / f"train-a{attempt:03d}.json").read_text())
     assert sum(item["keys"] for item in record["prior_segments"]) == len(killed)
     assert summary_counts(resume_stdout) == (len(keys), len(keys) - len(killed), len(killed))
     assert not [p for p in (out / "shards").iterdir() if ".tmp-" in p.name]
@@ -42,7 +42,7 @@ def test_kill_during_forward_then_resume_with_two_processes(tiny_data, reference
     assert killed.returncode == -signal.SIGKILL
     keys = expected_keys(tiny_data.example)
     # keyframes 1-2 are in a finished segment; 3 was in the segment being written; 4 was in the forward
-    assert segments(out / "shards") == {"a001-r00000-s000000.h5": keys[:2]}
+    assert segments(out / "shards") == {"train-a001-r00000-s000000.h5": keys[:2]}
     assert not (out / "lfb_train.h5").exists()
 
     again = run_lfbtool(args)
@@ -60,7 +60,7 @@ def test_kill_during_forward_then_resume_with_two_processes(tiny_data, reference
     assert_same_bank(reference, out / "lfb_train.h5")
     verify_bank(out / "lfb_train.h5")
     assert_extracted_exactly_once(out, keys, resumed.stdout)
-    assert json.loads((out / "shards" / "a002.json").read_text())["world_size"] == 2
+    assert json.loads((out / "shards" / "train-a002.json").read_text())["world_size"] == 2
 
     finished = run_lfbtool(args + ["--resume"])
     assert finished.returncode == 0 and "already complete" in finished.stdout
@@ -75,9 +75,9 @@ def test_kill_between_segment_write_and_rename_then_resume_with_one_process(tiny
     keys = expected_keys(tiny_data.example)
     shards = out / "shards"
     # rank 0 (first 4 keys) finished segment 0 and died with segment 1 written but not renamed
-    assert segments(shards)["a001-r00000-s000000.h5"] == keys[:2]
-    assert not (shards / "a001-r00000-s000001.h5").exists()
-    assert list(shards.glob("a001-r00000-s000001.h5.tmp-*"))
+    assert segments(shards)["train-a001-r00000-s000000.h5"] == keys[:2]
+    assert not (shards / "train-a001-r00000-s000001.h5").exists()
+    assert list(shards.glob("train-a001-r00000-s000001.h5.tmp-*"))
     assert not (out / "lfb_train.h5").exists()
 
     resumed = run_lfbtool(args + ["--resume", "--keep-shards"])
@@ -85,7 +85,7 @@ def test_kill_between_segment_write_and_rename_then_resume_with_one_process(tiny
     assert_same_bank(reference, out / "lfb_train.h5")
     verify_bank(out / "lfb_train.h5")
     assert_extracted_exactly_once(out, keys, resumed.stdout)
-    assert json.loads((shards / "a002.json").read_text())["world_size"] == 1
+    assert json.loads((shards / "train-a002.json").read_text())["world_size"] == 1
 
 
 def test_kill_twice_then_resume(tiny_data, reference, tmp_path) -> None:
@@ -97,7 +97,7 @@ def test_kill_twice_then_resume(tiny_data, reference, tmp_path) -> None:
     second = run([sys.executable, str(CRASH_RUNNER), *args, "--resume"], LFB_CRASH_AT="forward", LFB_CRASH_N="3")
     assert second.returncode == -signal.SIGKILL
     keys = expected_keys(tiny_data.example)
-    assert segments(out / "shards") == {"a001-r00000-s000000.h5": keys[:2], "a002-r00000-s000000.h5": keys[2:4]}
+    assert segments(out / "shards") == {"train-a001-r00000-s000000.h5": keys[:2], "train-a002-r00000-s000000.h5": keys[2:4]}
     resumed = run_lfbtool(args + ["--resume", "--keep-shards"])
     assert resumed.returncode == 0, resumed.stderr
     assert_same_bank(reference, out / "lfb_train.h5")

@@ -38,12 +38,16 @@ def bank(tmp_path: Path) -> Path:
 
 
 def replace(path: Path, name: str, data: np.ndarray | list) -> None:
+    """Rewrite one dataset as a writer would have (index datasets keep a matching sha256 attribute)."""
     with h5py.File(path, "r+") as handle:
         del handle[name]
         if name == fmt.VIDEOS:
-            handle.create_dataset(name, data=np.array(data, dtype=object), dtype=h5py.string_dtype("utf-8"))
+            written = handle.create_dataset(name, data=np.array(data, dtype=object), dtype=h5py.string_dtype("utf-8"))
+            written.attrs[fmt.DIGEST_ATTR] = fmt.index_digest(list(data))
         else:
-            handle.create_dataset(name, data=data)
+            written = handle.create_dataset(name, data=data)
+            if name in fmt.INDEX_DATASETS:
+                written.attrs[fmt.DIGEST_ATTR] = fmt.index_digest(np.asarray(data))
 
 
 def set_rows(path: Path, name: str, row: int, value: float) -> None:
@@ -98,7 +102,7 @@ def test_truncated_file(bank: Path) -> None:
 
 @pytest.mark.parametrize(("attr", "value", "message"), [
     ("format", "something-else", "not an lfbtool bank"),
-    ("format_version", 2, "format_version 2 is newer"),
+    ("format_version", 3, "format_version 3 is newer"),
     ("format_version", 0, "invalid format_version 0"),
     ("dtype", "int8", "dtype attribute 'int8'"),
     ("feature_dim", C + 1, f"/features has {C} columns, feature_dim says {C + 1}"),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
 import h5py
 import numpy as np
 import pytest
@@ -18,7 +21,7 @@ def test_layout_is_exact(tmp_path):
         writer.append("b", 900, np.array([[7, 8], [9, 10], [11, 12]]), np.ones((3, 4)), np.ones(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lfb_train.h5"]
     with h5py.File(path) as f:
-        assert f.attrs["format"] == "lfbtool-bank" and f.attrs["format_version"] == 1
+        assert f.attrs["format"] == "lfbtool-bank" and f.attrs["format_version"] == 2
         assert f.attrs["feature_dim"] == 2 and f.attrs["dtype"] == "float32" and f.attrs["config_fingerprint"] == "fp"
         assert [v.decode() for v in f["videos"][:]] == ["a", "b"]
         np.testing.assert_array_equal(f["video_key_offsets"][:], [0, 2, 3])
@@ -48,6 +51,6 @@ def test_unfinished_writer_leaves_only_a_temporary(tmp_path):
     writer = BankWriter(tmp_path / "lfb_train.h5", feature_dim=1)
     writer.append("a", 1, np.ones((1, 1)), np.zeros((1, 4)), np.ones(1))
     names = [p.name for p in tmp_path.iterdir()]
-    assert names == [f"lfb_train.h5.tmp-{__import__('os').getpid()}"]
+    assert names == [f"lfb_train.h5.tmp-{socket.gethostname()}-{os.getpid()}"]
     writer.abort()
     assert list(tmp_path.iterdir()) == []

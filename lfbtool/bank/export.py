@@ -8,15 +8,13 @@ than one video. Outputs appear under their name only when complete.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
 
+from lfbtool.atomic import atomic_write
 from lfbtool.bank.reader import FeatureBank
 from lfbtool.errors import LfbError
 
@@ -60,12 +58,7 @@ def export_mmaction_pkl(bank_path: str | Path, out: str | Path, *, overwrite: bo
         lfb = mmaction_dict(bank)
         summary = ExportSummary(out, len(lfb), len(bank), sum(int(t.shape[0]) for v in lfb.values() for t in v.values()))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(lfb, tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(out, lambda handle: torch.save(lfb, handle))
     return summary
 
 
@@ -101,20 +94,10 @@ def export_npz_dir(bank_path: str | Path, out_dir: str | Path, *, overwrite: boo
                 "boxes": rows.boxes.numpy(),
                 "scores": rows.scores.numpy(),
             }
-            _write_atomic(out_dir / names[video], lambda handle, a=arrays: np.savez(handle, **a))
+            atomic_write(out_dir / names[video], lambda handle, a=arrays: np.savez(handle, **a))
             keyframes += len(rows.timestamps)
             rows_total += int(rows.features.shape[0])
         manifest = {"bank": str(bank_path), **bank.attrs[0], "videos": videos}
     text = json.dumps(manifest, indent=1).encode()
-    _write_atomic(out_dir / MANIFEST, lambda handle: handle.write(text))
+    atomic_write(out_dir / MANIFEST, lambda handle: handle.write(text))
     return ExportSummary(out_dir, len(videos), keyframes, rows_total)
-
-
-def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from lfbtool.bank import format as fmt
 from lfbtool.bank.reader import BankFile, BankKeyError
+from lfbtool.keys import key_text
 
 
 def _distribution(counts: np.ndarray) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def inspect_bank(path: str | Path, *, video: str | None = None) -> dict[str, Any
             config: Any = json.loads(attrs["config"] or "{}")
         except (TypeError, ValueError):
             config = attrs["config"]
-        scores = bank.scores[()]
+        scores = bank.rows(bank.scores, 0, bank.scores.shape[0])
         summary: dict[str, Any] = {
             "path": str(bank.path),
             "file_size": bank.path.stat().st_size,
@@ -78,7 +78,7 @@ def _video_detail(bank: BankFile, video: str, scores: np.ndarray) -> dict[str, A
         known = scores[r0:r1][~np.isnan(scores[r0:r1])]
         keys.append(
             {
-                "key": fmt.key_text(video, ts),
+                "key": key_text(video, ts),
                 "timestamp": ts,
                 "boxes": r1 - r0,
                 "min_score": round(float(known.min()), 4) if len(known) else None,

@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import heapq
 import json
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from lfbtool.bank import format as fmt
 from lfbtool.bank import shards
 from lfbtool.bank.writer import BankWriter
+from lfbtool.choices import OnConflict
 from lfbtool.errors import LfbError, RunError
+from lfbtool.keys import key_text
+from lfbtool.lock import remove_dead_temporaries
 
-Key = tuple[str, int]
-OnConflict = Literal["error", "first"]
+Key = fmt.Key
 
 #: Bytes of feature rows read at a time, shared by the open inputs of a group.
 BLOCK_BYTES = 8 << 20
@@ -36,37 +36,12 @@ CHUNK_CACHE_BYTES = 256 << 10
 
 
 @dataclass(frozen=True)
-class BankHeader:
+class MergeInput:
+    """One input of a merge: where it is, how errors name it, and its checked index."""
+
     path: Path
-    feature_dim: int
-    dtype: str
-    mode: str
-    config: str
-    config_fingerprint: str
-    checkpoint_sha256: str
-    num_keys: int
-    first_key: Key | None
-    last_key: Key | None
-
-
-
-def read_header(path: Path, label: str | None = None) -> BankHeader:
-    """The attributes and key range of a bank, reading only its small index."""
-    what = label or str(path)
-    with fmt.open_bank(path, label, chunk_cache_bytes=CHUNK_CACHE_BYTES) as handle:
-        videos, video_offsets, timestamps, _ = fmt.read_index(handle, what)
-        attrs = handle.attrs
-        first = last = None
-        if len(timestamps):
-            first = (videos[0], int(timestamps[0]))
-            last = (videos[-1], int(timestamps[-1]))
-        return BankHeader(
-            path=Path(path), feature_dim=int(attrs["feature_dim"]), dtype=fmt.as_text(attrs["dtype"]),
-            mode=fmt.as_text(attrs.get("mode", "")), config=fmt.as_text(attrs.get("config", "{}")),
-            config_fingerprint=fmt.as_text(attrs.get("config_fingerprint", "")),
-            checkpoint_sha256=fmt.as_text(attrs.get("checkpoint_sha256", "")),
-            num_keys=len(timestamps), first_key=first, last_key=last,
-        )
+    label: str
+    index: fmt.BankIndex
 
 
 def iter_keys(path: Path, label: str | None = None, block_bytes: int | None = None,
@@ -74,9 +49,11 @@ def iter_keys(path: Path, label: str | None = None, block_bytes: int | None = No
     """Yield (key, features, boxes, scores) of every key in file order, reading rows in blocks of about
     ``block_bytes`` (default ``BLOCK_BYTES``) of features."""
     what = label or str(path)
-    with fmt.open_bank(path, label, chunk_cache_bytes=CHUNK_CACHE_BYTES) as handle:
-        videos, video_offsets, timestamps, row_offsets = fmt.read_index(handle, what)
-        features, boxes, scores = handle[fmt.FEATURES], handle[fmt.BOXES], handle[fmt.SCORES]
+    with fmt.open_bank(path, what, chunk_cache_bytes=CHUNK_CACHE_BYTES) as handle:
+        index = fmt.read_checked_index(handle, what)
+        videos, video_offsets, timestamps, row_offsets = (
+            index.videos, index.video_key_offsets, index.timestamps, index.key_row_offsets)
+        features, boxes, scores = (handle[name] for name in fmt.ROW_DATASETS)
         row_bytes = max(1, features.shape[1] * features.dtype.itemsize)
         block = max(fmt.FEATURE_CHUNK_ROWS, (block_bytes or BLOCK_BYTES) // row_bytes)
         block_start, block_stop = 0, 0
@@ -87,12 +64,12 @@ def iter_keys(path: Path, label: str | None = None, block_bytes: int | None = No
                 if stop > block_stop or f_block is None:
                     block_start = start
                     block_stop = min(max(stop, start + block), int(row_offsets[-1]))
-                    try:
-                        f_block = features[block_start:block_stop]
-                        b_block = boxes[block_start:block_stop]
-                        s_block = scores[block_start:block_stop]
-                    except OSError as error:
-                        raise LfbError(f"{what}: rows {block_start}-{block_stop} unreadable ({error})") from None
+                    f_block, b_block, s_block = (fmt.read_rows(data, block_start, block_stop, what)
+                                                 for data in (features, boxes, scores))
+                    bad = ~np.isfinite(f_block).all(axis=1)
+                    if bad.any():
+                        row = block_start + int(np.argmax(bad))
+                        raise LfbError(f"{what}: key {index.key_of_row(row)}: /features row {row} holds NaN or Inf")
                 a, b = start - block_start, stop - block_start
                 yield (video, int(timestamps[k])), f_block[a:b], b_block[a:b], s_block[a:b]
 
@@ -110,37 +87,38 @@ def _same_rows(x: tuple, y: tuple) -> bool:
 @dataclass
 class MergeReport:
     output: Path
+    videos: int = 0
     keys: int = 0
     rows: int = 0
     identical_duplicates: list[str] = field(default_factory=list)
     conflicts_kept_first: list[str] = field(default_factory=list)
 
 
-def check_compatible(headers: Sequence[BankHeader], labels: Sequence[str]) -> None:
+def check_compatible(headers: Sequence[MergeInput]) -> None:
     """Refuse inputs whose feature_dim, dtype or config fingerprint differ from the first one's."""
     first = headers[0]
-    for header, label in zip(headers[1:], labels[1:], strict=True):
+    for header in headers[1:]:
         for name in ("feature_dim", "dtype", "config_fingerprint"):
-            ours, theirs = getattr(first, name), getattr(header, name)
+            ours, theirs = first.index.attrs[name], header.index.attrs[name]
             if ours != theirs:
                 raise LfbError(
-                    f"{label}: {name} {theirs!r} differs from {ours!r} in {labels[0]}; "
+                    f"{header.label}: {name} {theirs!r} differs from {ours!r} in {first.label}; "
                     "banks built with different settings cannot be merged"
                 )
 
 
-def _groups(headers: list[BankHeader]) -> list[list[BankHeader]]:
+def _groups(headers: list[MergeInput]) -> list[list[MergeInput]]:
     """Inputs sorted by first key, grouped where key ranges overlap."""
-    ordered = sorted((h for h in headers if h.num_keys), key=lambda h: (h.first_key, h.last_key))
-    groups: list[list[BankHeader]] = []
+    ordered = sorted((h for h in headers if h.index.num_keys), key=lambda h: (h.index.first_key, h.index.last_key))
+    groups: list[list[MergeInput]] = []
     group_last: Key | None = None
     for header in ordered:
-        if groups and group_last is not None and header.first_key <= group_last:
+        if groups and group_last is not None and header.index.first_key <= group_last:
             groups[-1].append(header)
-            group_last = max(group_last, header.last_key)
+            group_last = max(group_last, header.index.last_key)
         else:
             groups.append([header])
-            group_last = header.last_key
+            group_last = header.index.last_key
     return groups
 
 
@@ -149,73 +127,98 @@ def merge_banks(
     output: Path,
     *,
     labels: Sequence[str] | None = None,
-    on_conflict: OnConflict = "error",
+    on_conflict: OnConflict | str = OnConflict.error,
     mode: str | None = None,
     config_json: str | None = None,
+    overwrite: bool = False,
 ) -> MergeReport:
     """Merge ``inputs`` into ``output`` (written under a temporary name, renamed when complete).
 
     A key stored twice with identical rows is kept once and reported; with different rows it is an
     error naming the key, unless ``on_conflict="first"`` keeps the rows of the input listed first in ``inputs``.
+    Every input passes :func:`~lfbtool.bank.format.read_checked_index` (verify's structural checks)
+    before anything is written, and rows are checked finite and read through their checksums while
+    copied: a merge never turns a damaged bank into one that verifies.
     """
     if not inputs:
         raise LfbError(f"{output}: nothing to merge (no input banks or segments)")
+    on_conflict = OnConflict.parse(on_conflict, "--on-conflict")
+    _refuse_output(Path(output), inputs, overwrite)
     labels = list(labels) if labels is not None else [str(p) for p in inputs]
-    headers = [read_header(p, label) for p, label in zip(inputs, labels, strict=True)]
-    check_compatible(headers, labels)
-    label_of = {h.path: label for h, label in zip(headers, labels, strict=True)}
-    modes = sorted({h.mode for h in headers})
+    headers = [MergeInput(Path(p), label, fmt.read_header(p, label)) for p, label in zip(inputs, labels, strict=True)]
+    check_compatible(headers)
     first = headers[0]
     if config_json is None:
-        configs = {h.config for h in headers}
-        config_json = first.config if len(configs) == 1 else json.dumps(
-            {"merged_from": [{"path": label_of[h.path], "mode": h.mode, "config": json.loads(h.config or "{}")}
+        configs = {h.index.attrs["config"] for h in headers}
+        config_json = first.index.attrs["config"] if len(configs) == 1 else json.dumps(
+            {"merged_from": [{"path": h.label, "mode": h.index.mode, "config": json.loads(h.index.attrs["config"] or "{}")}
                              for h in headers]}
         )
     report = MergeReport(output=Path(output))
     with BankWriter(
-        output, feature_dim=first.feature_dim, dtype=first.dtype, mode=mode or "+".join(modes),
-        config_json=config_json, config_fingerprint=first.config_fingerprint,
-        checkpoint_sha256=first.checkpoint_sha256,
+        output, feature_dim=first.index.feature_dim, dtype=first.index.dtype,
+        mode=mode or "+".join(sorted({h.index.mode for h in headers})), config_json=config_json,
+        config_fingerprint=first.index.attrs["config_fingerprint"], checkpoint_sha256=first.index.attrs["checkpoint_sha256"],
     ) as writer:
         position = {id(h): i for i, h in enumerate(headers)}
         for group in _groups(headers):
             group = sorted(group, key=lambda h: position[id(h)])  # a key's tie goes to the input given first
             share = max(1, BLOCK_BYTES // len(group))
-            streams = [_tagged(h.path, label_of[h.path], order, share) for order, h in enumerate(group)]
+            streams = [_tagged(h.path, h.label, order, share) for order, h in enumerate(group)]
             previous: tuple[Key, int, list] | None = None
             for key, order, rows in heapq.merge(*streams, key=lambda item: (item[0], item[1])):
                 if previous is not None and previous[0] == key:
-                    text = fmt.key_text(*key)
+                    text = key_text(*key)
                     if _same_rows(previous[2], rows):
                         report.identical_duplicates.append(text)
-                    elif on_conflict == "first":
+                    elif on_conflict is OnConflict.first:
                         report.conflicts_kept_first.append(text)
                     else:
                         raise LfbError(
-                            f"{label_of[group[order].path]}: key {text} is also in "
-                            f"{label_of[group[previous[1]].path]} with different features; "
-                            "use --on-conflict first to keep the first"
+                            f"{group[order].label}: key {text} is also in {group[previous[1]].label} "
+                            "with different features; use --on-conflict first to keep the first"
                         )
                     continue
+                if key[0] != (writer.last_key or ("",))[0]:
+                    report.videos += 1
                 writer.append(key[0], key[1], *rows)
                 previous = (key, order, rows)
         report.keys, report.rows = writer.num_keys, writer.num_rows
     return report
 
 
-def merge_shards(directory: Path, bank: Path, *, keep_shards: bool = False, on_conflict: str = "error") -> Path:
-    """Check a finished run's records, merge its segments into ``bank``, then drop the shards."""
-    segments, expected = shards.segments_for_merge(directory)
+def merge_shards(directory: Path, bank: Path, *, mode: str, keep_shards: bool = False,
+                 on_conflict: OnConflict | str = OnConflict.error, overwrite: bool = False) -> MergeReport:
+    """Check a finished ``mode`` run's records, merge its segments into ``bank``, then drop them.
+
+    The caller holds the OUT's :class:`~lfbtool.lock.RunLock` (extract's rank 0, or ``lfbtool merge``).
+    """
+    segments, expected = shards.segments_for_merge(directory, mode)
     labels = [shards.segment_label(p) for p in segments]
     # Segments of a resumed run hold the config of the attempt that wrote them, which differs in run
     # settings (resume, workers, ...); the bank records the newest, not a list of every segment's.
-    newest = read_header(segments[-1], labels[-1]) if segments else None
-    report = merge_banks(segments, bank, labels=labels, on_conflict=on_conflict,
-                         mode=newest.mode if newest else None, config_json=newest.config if newest else None)
+    newest = fmt.read_header(segments[-1], labels[-1]) if segments else None
+    report = merge_banks(segments, bank, labels=labels, on_conflict=on_conflict, overwrite=overwrite,
+                         mode=mode, config_json=newest.attrs["config"] if newest else None)
     if expected >= 0 and report.keys != expected:
         bank.unlink(missing_ok=True)
         raise RunError(f"{directory}: merged {report.keys} keyframes but the run planned {expected}")
-    if not keep_shards:
-        shutil.rmtree(directory, ignore_errors=True)
-    return bank
+    if not keep_shards:  # this mode's files only; the directory goes when nothing else is in it
+        for path in directory.iterdir():
+            if path.name.startswith(f"{mode}-") and ".tmp-" not in path.name:
+                path.unlink(missing_ok=True)
+        shards.remove_temporaries(directory)
+        if not any(directory.iterdir()):
+            directory.rmdir()
+    return report
+
+
+def _refuse_output(output: Path, inputs: Sequence[Path], overwrite: bool) -> None:
+    """The output is never an input (it is replaced at the end), and an existing one needs --force."""
+    for path in inputs:
+        if Path(path).resolve() == output.resolve() or (output.exists() and Path(path).exists()
+                                                        and output.samefile(path)):
+            raise LfbError(f"{output}: is also an input of this merge; write the merged bank to a new file")
+    if output.exists() and not overwrite:
+        raise LfbError(f"{output}: already exists; pass --force to replace it")
+    remove_dead_temporaries(list(output.parent.glob(f"{output.name}.tmp-*")))

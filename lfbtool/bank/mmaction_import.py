@@ -17,9 +17,9 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from lfbtool.bank import format as fmt
 from lfbtool.bank.writer import BankWriter
 from lfbtool.errors import LfbError
+from lfbtool.keys import key_text
 
 _DTYPES = {torch.float16: "float16", torch.float32: "float32"}
 
@@ -72,7 +72,7 @@ class _Checker:
         self.dtype: torch.dtype | None = None
 
     def rows(self, video: str, ts: int, value: Any) -> np.ndarray:
-        key = fmt.key_text(video, ts)
+        key = key_text(video, ts)
         if isinstance(value, torch.Tensor):
             tensors, stacked = [value], value if value.dim() == 2 else value.reshape(1, -1)
             if value.dim() not in (1, 2):
@@ -139,7 +139,7 @@ def import_mmaction_pkl(
         for ts, value in seconds.items():
             second = _timestamp(pkl_path, video, ts)
             if second in by_time:
-                raise LfbError(f"{pkl_path}: key {fmt.key_text(video, second)} appears twice")
+                raise LfbError(f"{pkl_path}: key {key_text(video, second)} appears twice")
             by_time[second] = value
         for second in sorted(by_time):
             keys.append((video, second, checker.rows(video, second, by_time[second])))

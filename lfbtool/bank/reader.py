@@ -18,6 +18,7 @@ import torch
 
 from lfbtool.bank import format as fmt
 from lfbtool.errors import LfbError
+from lfbtool.keys import key_text
 
 PathLike = str | os.PathLike
 
@@ -51,75 +52,29 @@ class VideoRows(NamedTuple):
     scores: torch.Tensor | None  # [n] float32 when asked for
 
 
-def _attr(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 class BankFile:
-    """One open bank file: its h5py handle, root attributes and in-memory index, validated."""
+    """One open bank file: its h5py handle, root attributes and in-memory index, checked on open."""
 
     def __init__(self, path: PathLike) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise LfbError(f"{self.path}: no such bank file")
+        self.h5 = fmt.open_bank(self.path, chunk_cache_bytes=_CHUNK_CACHE_BYTES)
         try:
-            self.h5 = h5py.File(self.path, "r", rdcc_nbytes=_CHUNK_CACHE_BYTES)
-        except OSError as error:
-            raise LfbError(f"{self.path}: not an lfbtool bank (not an HDF5 file: {error})") from error
-        try:
-            self._load()
+            index = fmt.read_checked_index(self.h5, str(self.path))
         except BaseException:
             self.h5.close()
             raise
-
-    def _dataset(self, name: str) -> h5py.Dataset:
-        if name not in self.h5:
-            raise LfbError(f"{self.path}: damaged bank, dataset /{name} is missing")
-        return self.h5[name]
-
-    def _load(self) -> None:
-        fmt.check_bank_file(self.h5, self.path)
-        self.attrs: dict[str, Any] = {name: _attr(self.h5.attrs.get(name)) for name in fmt.ATTRS}
-        self.feature_dim = int(self.attrs["feature_dim"])
-        self.videos: list[str] = [str(v) for v in self._dataset(fmt.VIDEOS).asstr()[()]]
-        self.video_key_offsets = np.asarray(self._dataset(fmt.VIDEO_KEY_OFFSETS)[()], dtype=np.int64)
-        self.timestamps = np.asarray(self._dataset(fmt.TIMESTAMPS)[()], dtype=np.int64)
-        self.key_row_offsets = np.asarray(self._dataset(fmt.KEY_ROW_OFFSETS)[()], dtype=np.int64)
-        self.features = self._dataset(fmt.FEATURES)
-        self.boxes = self._dataset(fmt.BOXES)
-        self.scores = self._dataset(fmt.SCORES)
+        self.attrs: dict[str, Any] = index.attrs
+        self.feature_dim = index.feature_dim
+        self.videos: list[str] = index.videos
+        self.video_key_offsets = index.video_key_offsets
+        self.timestamps = index.timestamps
+        self.key_row_offsets = index.key_row_offsets
+        self.features, self.boxes, self.scores = (self.h5[name] for name in fmt.ROW_DATASETS)
         self.video_index = {video: i for i, video in enumerate(self.videos)}
-        self._check()
 
-    def _check(self) -> None:
-        """Cheap O(keys) consistency checks, so a damaged file fails here and not mid-training."""
-        v, k, n = len(self.videos), len(self.timestamps), self.features.shape[0]
-        vko, kro = self.video_key_offsets, self.key_row_offsets
-        problems = []
-        if self.attrs["dtype"] not in ("float16", "float32") or self.features.dtype != np.dtype(self.attrs["dtype"]):
-            problems.append(f"dtype attribute {self.attrs['dtype']!r} vs /features {self.features.dtype}")
-        if self.features.shape[1:] != (self.feature_dim,):
-            problems.append(f"/features shape {self.features.shape} vs feature_dim {self.feature_dim}")
-        if self.boxes.shape != (n, 4) or self.scores.shape != (n,):
-            problems.append(f"/boxes {self.boxes.shape} and /scores {self.scores.shape} do not match {n} rows")
-        if len(vko) != v + 1 or vko[0] != 0 or vko[-1] != k or np.any(np.diff(vko) < 0):
-            problems.append("/video_key_offsets does not index /timestamps")
-        if len(kro) != k + 1 or kro[0] != 0 or kro[-1] != n or np.any(np.diff(kro) < 0):
-            problems.append("/key_row_offsets does not index /features")
-        if len(self.video_index) != v or self.videos != sorted(self.videos):
-            problems.append("/videos is not sorted and unique")
-        if not problems and k > 1:
-            step = np.diff(self.timestamps) > 0
-            starts = vko[1:-1]
-            step[starts[(starts > 0) & (starts < k)] - 1] = True  # a new video may start lower
-            if not step.all():
-                problems.append("timestamps are not increasing within a video")
-        if problems:
-            raise LfbError(f"{self.path}: damaged bank: {'; '.join(problems)}")
+    def rows(self, data: h5py.Dataset, start: int, stop: int) -> np.ndarray:
+        """Rows of /features, /boxes or /scores; a damaged chunk is an LfbError, never wrong numbers."""
+        return fmt.read_rows(data, start, stop, str(self.path))
 
     def key_range(self, video_id: str) -> tuple[int, int]:
         v = self.video_index[video_id]
@@ -170,7 +125,7 @@ def _duplicate_message(first: BankFile, second: BankFile, video: str) -> str:
     a, b = first.key_range(video), second.key_range(video)
     shared = np.intersect1d(first.timestamps[a[0] : a[1]], second.timestamps[b[0] : b[1]])
     if len(shared):
-        what = f"key {fmt.key_text(video, int(shared[0]))} is"
+        what = f"key {key_text(video, int(shared[0]))} is"
     else:
         what = f"video {video!r} is"
     return f"{second.path}: {what} also in {first.path}; each video must be in exactly one bank"
@@ -299,22 +254,23 @@ class FeatureBank:
         bank = self._state().owner.get(video_id)
         if bank is None:
             raise BankKeyError(
-                f"{fmt.key_text(video_id, timestamp)}: video {video_id!r} is not in bank {_names(self._paths)}"
+                f"{key_text(video_id, timestamp)}: video {video_id!r} is not in bank {_names(self._paths)}"
             )
         k0, k1 = bank.key_range(video_id)
         k = k0 + int(np.searchsorted(bank.timestamps[k0:k1], timestamp))
         if k >= k1 or bank.timestamps[k] != timestamp:
-            raise BankKeyError(f"{fmt.key_text(video_id, timestamp)} is not in bank {bank.path}")
+            raise BankKeyError(f"{key_text(video_id, timestamp)} is not in bank {bank.path}")
         return bank, k
 
     def get(self, video_id: str, timestamp: int, *, with_boxes: bool = False) -> torch.Tensor | BankEntry:
         """Features ``[n, C]`` of one key, or a :class:`BankEntry` with its boxes and scores."""
         bank, k = self._locate(str(video_id), int(timestamp))
         r0, r1 = int(bank.key_row_offsets[k]), int(bank.key_row_offsets[k + 1])
-        features = torch.from_numpy(bank.features[r0:r1])
+        features = torch.from_numpy(bank.rows(bank.features, r0, r1))
         if not with_boxes:
             return features
-        return BankEntry(features, torch.from_numpy(bank.boxes[r0:r1]), torch.from_numpy(bank.scores[r0:r1]))
+        return BankEntry(features, torch.from_numpy(bank.rows(bank.boxes, r0, r1)),
+                          torch.from_numpy(bank.rows(bank.scores, r0, r1)))
 
     def __getitem__(self, key: tuple[str, int] | str) -> torch.Tensor:
         video_id, timestamp = parse_key(key)
@@ -327,10 +283,10 @@ class FeatureBank:
         bank, k0, k1 = self._video(video_id)
         offsets = bank.key_row_offsets[k0 : k1 + 1]
         r0, r1 = int(offsets[0]), int(offsets[-1])
-        boxes = torch.from_numpy(bank.boxes[r0:r1]) if with_boxes else None
-        scores = torch.from_numpy(bank.scores[r0:r1]) if with_boxes else None
+        boxes = torch.from_numpy(bank.rows(bank.boxes, r0, r1)) if with_boxes else None
+        scores = torch.from_numpy(bank.rows(bank.scores, r0, r1)) if with_boxes else None
         return VideoRows(
-            bank.timestamps[k0:k1].copy(), offsets - r0, torch.from_numpy(bank.features[r0:r1]), boxes, scores
+            bank.timestamps[k0:k1].copy(), offsets - r0, torch.from_numpy(bank.rows(bank.features, r0, r1)), boxes, scores
         )
 
     def sample_window(
@@ -363,7 +319,7 @@ class FeatureBank:
         # One read; rows converted once into a float32 block whose extra last row is the zero row.
         n = r1 - r0
         block = torch.empty(n + 1, C, dtype=torch.float32)
-        block[:n].copy_(torch.from_numpy(bank.features[r0:r1]))
+        block[:n].copy_(torch.from_numpy(bank.rows(bank.features, r0, r1)))
         block[n].zero_()
         counts = np.diff(offsets)
         picks = [torch.randperm(c, generator=generator)[:K] for c in counts.tolist()]

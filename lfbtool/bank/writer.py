@@ -14,8 +14,10 @@ import h5py
 import numpy as np
 
 import lfbtool
+from lfbtool.atomic import io_error_text, temporary_path
 from lfbtool.bank import format as fmt
 from lfbtool.errors import LfbError, RunError
+from lfbtool.keys import key_text
 
 _DTYPES = {"float16": np.float16, "float32": np.float32}
 
@@ -58,16 +60,17 @@ class BankWriter:
         if dtype not in _DTYPES:
             raise LfbError(f"{path}: unsupported feature dtype {dtype!r} (float16 or float32)")
         self.path = Path(path)
-        self.tmp_path = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        self.tmp_path = temporary_path(self.path)
         self.feature_dim = int(feature_dim)
         self.dtype = dtype
         self._np_dtype = _DTYPES[dtype]
         self._block_rows = block_rows
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = h5py.File(self.tmp_path, "w")
-        except OSError as error:
-            raise LfbError(f"{self.path}: cannot write the bank here ({error.strerror or error})") from error
+            self._file = h5py.File(self.tmp_path, "w", rdcc_nbytes=0)  # no chunk cache: a failed write fails here, not at exit
+        except (OSError, RuntimeError) as error:
+            self.tmp_path.unlink(missing_ok=True)
+            raise RunError(f"{self.path}: cannot write the bank here ({io_error_text(error)})") from error
         attrs = {
             "format": fmt.FORMAT_NAME,
             "format_version": fmt.FORMAT_VERSION,
@@ -81,16 +84,18 @@ class BankWriter:
         }
         for name, value in attrs.items():
             self._file.attrs[name] = value
-        chunk = (fmt.FEATURE_CHUNK_ROWS, self.feature_dim)
+        # fletcher32: HDF5 checks every chunk on read, so a flipped byte is an error, not a wrong number.
         self._features = self._file.create_dataset(
             fmt.FEATURES, shape=(0, self.feature_dim), maxshape=(None, self.feature_dim),
-            dtype=self._np_dtype, chunks=chunk,
+            dtype=self._np_dtype, chunks=(fmt.FEATURE_CHUNK_ROWS, self.feature_dim), fletcher32=True,
         )
         self._boxes = self._file.create_dataset(
-            fmt.BOXES, shape=(0, 4), maxshape=(None, 4), dtype=np.float32, chunks=(4096, 4)
+            fmt.BOXES, shape=(0, 4), maxshape=(None, 4), dtype=np.float32, chunks=(fmt.BOX_CHUNK_ROWS, 4),
+            fletcher32=True,
         )
         self._scores = self._file.create_dataset(
-            fmt.SCORES, shape=(0,), maxshape=(None,), dtype=np.float32, chunks=(16384,)
+            fmt.SCORES, shape=(0,), maxshape=(None,), dtype=np.float32, chunks=(fmt.SCORE_CHUNK_ROWS,),
+            fletcher32=True,
         )
         self._videos: list[str] = []
         self._video_key_offsets: list[int] = [0]
@@ -126,7 +131,7 @@ class BankWriter:
         key = (str(video_id), int(timestamp))
         if self._last_key is not None and key <= self._last_key:
             raise LfbError(
-                f"{self.path}: key {fmt.key_text(*key)} arrives after {fmt.key_text(*self._last_key)}; "
+                f"{self.path}: key {key_text(*key)} arrives after {key_text(*self._last_key)}; "
                 "keys must be written in increasing (video_id, timestamp) order, each once"
             )
         feats = _as_numpy(features, self._np_dtype)
@@ -134,12 +139,12 @@ class BankWriter:
         score = _as_numpy(scores, np.float32).reshape(-1)
         if feats.ndim != 2 or feats.shape[1] != self.feature_dim:
             raise LfbError(
-                f"{self.path}: key {fmt.key_text(*key)} has features of shape {tuple(feats.shape)}, "
+                f"{self.path}: key {key_text(*key)} has features of shape {tuple(feats.shape)}, "
                 f"expected (n, {self.feature_dim})"
             )
         if not (feats.shape[0] == box.shape[0] == score.shape[0]):
             raise LfbError(
-                f"{self.path}: key {fmt.key_text(*key)} has {feats.shape[0]} features, "
+                f"{self.path}: key {key_text(*key)} has {feats.shape[0]} features, "
                 f"{box.shape[0]} boxes and {score.shape[0]} scores; they must match"
             )
         if not self._videos or self._videos[-1] != key[0]:
@@ -166,8 +171,8 @@ class BankWriter:
             for dataset, block in ((self._features, feats), (self._boxes, boxes), (self._scores, scores)):
                 dataset.resize(stop, axis=0)
                 dataset[start:stop] = block
-        except OSError as error:
-            raise RunError(f"{self.tmp_path}: writing the bank failed ({error})") from error
+        except (OSError, RuntimeError) as error:
+            raise RunError(f"{self.tmp_path}: writing the bank failed ({io_error_text(error)})") from error
         self._rows_written = stop
         self._pending.clear()
         self._pending_rows = 0
@@ -180,15 +185,23 @@ class BankWriter:
             self._flush()
             video_offsets = self._video_key_offsets + [len(self._timestamps)] if self._videos else [0]
             string_dtype = h5py.string_dtype("utf-8")
-            self._file.create_dataset(fmt.VIDEOS, data=np.array(self._videos, dtype=object), dtype=string_dtype)
-            self._file.create_dataset(fmt.VIDEO_KEY_OFFSETS, data=np.asarray(video_offsets, dtype=np.int64))
-            self._file.create_dataset(fmt.TIMESTAMPS, data=np.asarray(self._timestamps, dtype=np.int32))
-            self._file.create_dataset(fmt.KEY_ROW_OFFSETS, data=np.asarray(self._key_row_offsets, dtype=np.int64))
+            index = (
+                (fmt.VIDEOS, np.array(self._videos, dtype=object), string_dtype),
+                (fmt.VIDEO_KEY_OFFSETS, np.asarray(video_offsets, dtype=np.int64), None),
+                (fmt.TIMESTAMPS, np.asarray(self._timestamps, dtype=np.int32), None),
+                (fmt.KEY_ROW_OFFSETS, np.asarray(self._key_row_offsets, dtype=np.int64), None),
+            )
+            for name, values, dtype in index:
+                data = self._file.create_dataset(name, data=values, dtype=dtype)
+                data.attrs[fmt.DIGEST_ATTR] = fmt.index_digest(self._videos if dtype else values)
             self._file.flush()
             self._file.close()
             with open(self.tmp_path, "rb+") as handle:
                 os.fsync(handle.fileno())
             os.replace(self.tmp_path, self.path)
+        except (OSError, RuntimeError) as error:
+            self.abort()
+            raise RunError(f"{self.tmp_path}: writing the bank failed ({io_error_text(error)})") from error
         except BaseException:
             self.abort()
             raise
@@ -198,11 +211,21 @@ class BankWriter:
     def abort(self) -> None:
         """Drop the temporary file; nothing with the bank's name is left behind."""
         self._closed = True
-        try:
-            if self._file.id.valid:
-                self._file.close()
-        except Exception:  # noqa: BLE001 - closing a half-written file must not mask the real error
-            pass
+        if self._file.id.valid:
+            # After a failed write (disk full) HDF5's close fails to flush and leaves the file open;
+            # at interpreter exit HDF5 tries again and crashes (SIGSEGV). Truncating frees space for
+            # the flush; a low-level close of the file id drops whatever is still left open.
+            try:
+                os.truncate(self.tmp_path, 0)
+            except OSError:
+                pass
+            for close in (self._file.close, self._file.id.close):  # the second drops what the first left
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - closing a half-written file must not mask the real error
+                    pass
+                if not self._file.id.valid:
+                    break
         self.tmp_path.unlink(missing_ok=True)
 
     def __enter__(self) -> BankWriter:

@@ -121,17 +121,20 @@ def merge_command(
     from lfbtool.bank import format as fmt
     from lfbtool.bank.merge import merge_banks, merge_shards
     from lfbtool.bank.shards import shards_dir
+    from lfbtool.lock import RunLock
 
     if len(inputs) == 1 and inputs[0].is_dir():
         bank = output or fmt.bank_path(inputs[0], mode)
-        merge_shards(shards_dir(inputs[0]), bank, keep_shards=keep_shards, on_conflict=on_conflict)
+        with RunLock(inputs[0], f"lfbtool merge --mode {mode}") as lock:
+            if lock.note:
+                stdout.print(f"note: {lock.note}", markup=False)
+            merge_shards(shards_dir(inputs[0]), bank, mode=mode, keep_shards=keep_shards, on_conflict=on_conflict,
+                         overwrite=force)
         stdout.print(f"merged shards of {inputs[0]} into {bank}")
         return
     if output is None:
         raise LfbError("merging banks needs --output/-o FILE.h5")
-    if output.exists() and not force:
-        raise LfbError(f"{output}: already exists; pass --force to replace it")
-    report = merge_banks(inputs, output, on_conflict=on_conflict)
+    report = merge_banks(inputs, output, on_conflict=on_conflict, overwrite=force)
     stdout.print(f"merged {len(inputs)} banks into {report.output}: {report.keys} keyframes, {report.rows} rows")
     if report.identical_duplicates:
         stdout.print(f"{len(report.identical_duplicates)} keys stored twice with identical rows, kept once: "

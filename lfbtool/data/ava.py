@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 
 from lfbtool.errors import LfbError
+from lfbtool.keys import key_text
 
 Key = tuple[str, int]
 WHOLE_FRAME = np.array([[0.0, 0.0, 1.0, 1.0]], dtype=np.float32)
@@ -33,7 +34,7 @@ class Keyframe:
 
     @property
     def key(self) -> str:
-        return f"{self.video_id},{self.timestamp:04d}"
+        return key_text(self.video_id, self.timestamp)
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class Skipped:
 
     @property
     def key(self) -> str:
-        return f"{self.video_id},{self.timestamp:04d}"
+        return key_text(self.video_id, self.timestamp)
 
 
 def _rows(path: str | Path, what: str) -> Iterator[tuple[int, list[str]]]:

@@ -1,0 +1,162 @@
+"""One run per output directory, and whose temporary file is whose.
+
+The lock is a file created with ``O_CREAT | O_EXCL`` (atomic on local and NFSv3+ filesystems), holding
+the holder's host, pid, process start time and command. A second command on a live OUT is refused
+naming the holder. A holder is *provably dead* only on this host, when its pid is gone (or now runs a
+process started at another time): then the lock is taken over with a note. A holder on another host
+is never presumed dead; its lock is removed by hand (the message says which file).
+
+Temporary files are named ``<name>.tmp-<host>-<pid>`` (:func:`lfbtool.atomic.temporary_path`);
+:func:`temporary_is_dead` tells which ones a later run may delete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from lfbtool.atomic import os_error_text
+from lfbtool.errors import LfbError
+
+LOCK_NAME = ".lfbtool.lock"
+
+
+def _start_time(pid: int) -> str:
+    """The kernel's start time of ``pid`` (clock ticks since boot), or "" where /proc is absent."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_alive(pid: int, start: str = "") -> bool:
+    """True when ``pid`` runs on this host (and, when ``start`` is known, is the same process)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not start or not _start_time(pid) or _start_time(pid) == start
+
+
+def temporary_is_dead(path: Path) -> bool:
+    """``x.tmp-<host>-<pid>`` written by a process of this host that is gone; anything else: False."""
+    _, _, owner = path.name.rpartition(".tmp-")
+    host, _, pid = owner.rpartition("-")
+    if not pid.isdigit() or host != socket.gethostname():
+        return False
+    return not process_alive(int(pid))
+
+
+def remove_dead_temporaries(paths: list[Path]) -> list[Path]:
+    """Delete the temporaries among ``paths`` whose process is provably gone; return them."""
+    removed = []
+    for path in paths:
+        if ".tmp-" in path.name and temporary_is_dead(path):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(holder.get("started", 0))))
+    return f"{holder.get('command', 'lfbtool')} (pid {holder.get('pid')} on {holder.get('host')}, started {started})"
+
+
+class RunLock:
+    """``OUT/.lfbtool.lock``, held for the duration of a ``with`` block (or until :meth:`release`)."""
+
+    def __init__(self, directory: Path, command: str) -> None:
+        self.path = Path(directory) / LOCK_NAME
+        self.command = command
+        self.note: str | None = None
+        self._held: dict[str, Any] | None = None
+
+    def acquire(self) -> RunLock:
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid()),
+              "started": time.time(), "command": self.command}
+        for _ in range(3):
+            if self._create(me):
+                self._held = me
+                return self
+            holder = self._read()
+            if holder is None:
+                continue  # released between our create and read: try again
+            if holder.get("host") != me["host"] or process_alive(int(holder.get("pid", 0)), holder.get("start", "")):
+                where = "" if holder.get("host") == me["host"] else "; if that host is down, delete the lock file"
+                raise LfbError(f"{self.path.parent}: in use by {_describe(holder)}; lock file {self.path}{where}")
+            stale = self.path.with_name(f"{LOCK_NAME}.stale-{me['host']}-{me['pid']}")
+            try:
+                os.replace(self.path, stale)
+                moved = json.loads(stale.read_text())
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError):
+                moved = None
+            if moved != holder:  # another command took it over in between: give its lock back
+                try:
+                    os.link(stale, self.path)
+                except OSError:
+                    pass
+                stale.unlink(missing_ok=True)
+                continue
+            stale.unlink(missing_ok=True)
+            self.note = f"took over the lock of {_describe(holder)}, which is no longer running"
+        raise LfbError(f"{self.path}: could not take the lock (other commands keep taking it); try again")
+
+    def _create(self, me: dict[str, Any]) -> bool:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as error:
+            raise LfbError(f"{self.path.parent}: output directory is not writable, cannot create the lock file "
+                           f"({os_error_text(error)})") from error
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(me, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:
+            self.path.unlink(missing_ok=True)
+            raise LfbError(f"{self.path}: cannot write the lock file ({os_error_text(error)})") from error
+        return True
+
+    def _read(self) -> dict[str, Any] | None:
+        for _ in range(20):  # the creator writes its JSON right after O_EXCL: give it a moment
+            try:
+                holder = json.loads(self.path.read_text())
+                if isinstance(holder, dict):
+                    return holder
+            except FileNotFoundError:
+                return None
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        return {"host": "?", "pid": 0, "command": "an unknown process (unreadable lock file)"}
+
+    def release(self) -> None:
+        """Remove the lock if it is still ours (a takeover by hand must not be undone)."""
+        if self._held is None:
+            return
+        try:
+            if json.loads(self.path.read_text()) == self._held:
+                self.path.unlink()
+        except (OSError, ValueError):
+            pass
+        self._held = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
