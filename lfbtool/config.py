@@ -13,14 +13,17 @@ import json
 import re
 import string
 from dataclasses import dataclass, field, fields
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
 from lfbtool.choices import KeyframeSource, Pool
+from lfbtool.data.sampling import parse_fps
 from lfbtool.errors import LfbError
 from lfbtool.hashing import file_sha256
+from lfbtool.precision import Precision
 
 
 @dataclass
@@ -44,9 +47,19 @@ class ExtractConfig:
     videos_root: Path | None = None
     frame_template: str = "img_{:05d}.jpg"
     video_ext: str = "mp4"
-    fps: int = 30
-    timestamp_start: int = 900
+    fps: int | Fraction | str | None = None  # None: "auto" for every-second on videos, else 30
+    timestamp_start: int | None = None  # None: 0 for every-second (own videos), else 900 (AVA)
     start_index: int = 1
+    video_list: Path | None = None
+    stride: int = 1
+    # person detection (keyframes every-second)
+    detector: str = "fasterrcnn_resnet50_fpn_v2"
+    detector_checkpoint: Path | None = None
+    detector_weights: str | None = None
+    detector_score_threshold: float = 0.5
+    max_per_frame: int = 100
+    detector_min_size: int = 800
+    detector_max_size: int = 1333
     # model
     backbone: str = "slowonly_r50"
     checkpoint: Path | None = None
@@ -58,6 +71,7 @@ class ExtractConfig:
     temporal_pool: Pool = Pool.avg
     spatial_pool: Pool = Pool.max
     half: bool = True
+    precision: Precision = Precision.fp32
     # run
     batch_size: int = 1
     num_workers: int | None = None  # None: auto_workers() picks for the device
@@ -74,16 +88,22 @@ class ExtractConfig:
 
 #: Options the user may set (the CLI and TOML names); ``input_sha256`` is computed, not set.
 OPTION_FIELDS = tuple(f.name for f in fields(ExtractConfig) if f.name != "input_sha256")
-PATH_FIELDS = {"out", "annotations", "excluded", "proposals", "frames_root", "videos_root", "checkpoint"}
+PATH_FIELDS = {"out", "annotations", "excluded", "proposals", "frames_root", "videos_root", "checkpoint",
+               "video_list", "detector_checkpoint"}
 #: Settings that change how a box's feature is computed: the fingerprint covers these and the checkpoint.
 #: Banks merge only when their fingerprints agree (train and val banks of one model do).
 COMPUTE_FIELDS = (
     "fps", "timestamp_start", "start_index", "backbone", "clip_len", "frame_interval", "short_side",
     "roi_output_size", "roi_temporal_pool", "temporal_pool", "spatial_pool", "half", "checkpoint_sha256",
+    "precision",
 )
-#: Settings that choose which keyframes and boxes are stored; a resume must agree on these too.
-SELECTION_FIELDS = ("mode", "keyframes", "score_threshold", "whole_frame_fallback", "input_sha256")
-_POSITIVE = ("fps", "clip_len", "frame_interval", "short_side", "roi_output_size", "batch_size", "segment_size",
+#: Settings that choose which keyframes and boxes are stored; a resume must agree on these too
+#: (``detection``: the detector's settings and checkpoint hash, when ``extract`` detected the persons).
+SELECTION_FIELDS = ("mode", "keyframes", "score_threshold", "whole_frame_fallback", "input_sha256", "stride",
+                    "detection")
+#: Settings added after banks were first written: absent from an old bank's config means the old behaviour.
+_NEW_FIELDS = ("precision", "stride", "detection")
+_POSITIVE = ("stride", "max_per_frame", "detector_min_size", "detector_max_size", "clip_len", "frame_interval", "short_side", "roi_output_size", "batch_size", "segment_size",
              "dist_timeout")
 _MODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 
@@ -99,6 +119,8 @@ def default_of(name: str) -> Any:
 def _expected_type(name: str) -> tuple[type, ...]:
     """The TOML value types option ``name`` accepts, from its annotation."""
     annotation = str(next(f.type for f in fields(ExtractConfig) if f.name == name))
+    if "Fraction" in annotation:  # fps: 30, 29.97 or "30000/1001" / "auto"
+        return (int, float, str)
     if "bool" in annotation:
         return (bool,)
     if "float" in annotation:
@@ -115,8 +137,9 @@ def _check_toml_value(path: Path, key: str, name: str, value: Any) -> Any:
     if isinstance(value, bool) and bool not in expected or not isinstance(value, expected):
         words = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
         wanted = words[expected[-1]] if expected != (int, float) else "a number"
+        wanted = "a number or a string" if expected == (int, float, str) else wanted
         raise LfbError(f"{path}: {key} must be {wanted}, got {value!r}")
-    for enum in (KeyframeSource, Pool):
+    for enum in (KeyframeSource, Pool, Precision):
         if enum.__name__ in str(next(f.type for f in fields(ExtractConfig) if f.name == name)):
             return enum.parse(value, f"{path}: {key}")
     return value
@@ -165,6 +188,13 @@ def build_config(toml_path: Path | None, overrides: dict[str, Any]) -> ExtractCo
             values[name] = Path(values[name]).expanduser()
     config = ExtractConfig(**values)
     config.keyframes = KeyframeSource.parse(config.keyframes, "--keyframes")
+    config.precision = Precision.parse(config.precision, "--precision")
+    own_videos = config.keyframes is KeyframeSource.every_second
+    if config.fps is None:
+        config.fps = "auto" if own_videos and config.videos_root is not None else 30
+    config.fps = parse_fps(config.fps)
+    if config.timestamp_start is None:
+        config.timestamp_start = 0 if own_videos else 900
     for name in ("roi_temporal_pool", "temporal_pool", "spatial_pool"):
         setattr(config, name, Pool.parse(getattr(config, name), f"--{name.replace('_', '-')}"))
     if config.clip_len is None or config.frame_interval is None:
@@ -190,8 +220,19 @@ def validate(config: ExtractConfig) -> None:
         raise LfbError("give --frames-root DIR or --videos-root DIR (where the frames come from)")
     if config.frames_root is not None and config.videos_root is not None:
         raise LfbError("give only one of --frames-root and --videos-root")
-    if config.proposals is None and (config.keyframes is KeyframeSource.proposals or not config.whole_frame_fallback):
-        raise LfbError("--proposals FILE is needed (or --keyframes annotated --whole-frame-fallback)")
+    if config.keyframes is KeyframeSource.every_second:
+        if (config.detector_checkpoint is None) == (config.detector_weights is None):
+            raise LfbError("--keyframes every-second detects the persons: give one of --detector-checkpoint FILE "
+                           "or --detector-weights NAME")
+        if config.proposals is not None or config.annotations is not None:
+            raise LfbError("--keyframes every-second takes no --proposals/--annotations (it detects the persons)")
+        if not 0.0 <= config.detector_score_threshold <= 1.0:
+            raise LfbError(f"--detector-score-threshold must be in [0, 1], got {config.detector_score_threshold}")
+    elif config.proposals is None and (config.keyframes is KeyframeSource.proposals or not config.whole_frame_fallback):
+        raise LfbError("--proposals FILE is needed (or --keyframes annotated --whole-frame-fallback, "
+                       "or --keyframes every-second with a detector)")
+    if config.fps == "auto" and config.videos_root is None:
+        raise LfbError("--fps auto reads each video file's rate: give --videos-root, or a number for frame directories")
     if config.keyframes is KeyframeSource.annotated and config.annotations is None:
         raise LfbError("--keyframes annotated needs --annotations FILE")
     if config.resume and config.overwrite:
@@ -226,16 +267,32 @@ def resolved_dict(config: ExtractConfig, checkpoint_sha256: str) -> dict[str, An
     """Every option plus the content hashes: what a bank's ``config`` attribute holds (as JSON)."""
     data = dataclasses.asdict(config)
     data = {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
+    data["fps"] = fps_text(config.fps)
     data["checkpoint_sha256"] = checkpoint_sha256
+    data["detection"] = None
+    if config.precision is Precision.fp32:
+        del data["precision"]  # fp32 banks keep the fingerprint they always had
     return data
 
 
+def fps_text(fps: int | Fraction | str) -> int | str:
+    """JSON for a frame rate: a whole rate as the int it always was (old fingerprints hold), else
+    ``"30000/1001"`` or ``"auto"``."""
+    if isinstance(fps, Fraction):
+        return int(fps) if fps.denominator == 1 else str(fps)
+    return fps
+
+
 def compute_settings(resolved: dict[str, Any]) -> dict[str, Any]:
-    return {name: resolved.get(name) for name in COMPUTE_FIELDS}
+    """The compute settings of a resolved config; a setting recorded only when it is not its old
+    implicit value (``precision`` other than fp32, ``stride``/``detection`` when used) is left out
+    otherwise, so banks built before it existed keep their fingerprints."""
+    return {name: resolved[name] for name in COMPUTE_FIELDS if name in resolved or name not in _NEW_FIELDS}
 
 
 def resume_settings(resolved: dict[str, Any]) -> dict[str, Any]:
-    return {name: resolved.get(name) for name in COMPUTE_FIELDS + SELECTION_FIELDS}
+    names = COMPUTE_FIELDS + SELECTION_FIELDS
+    return {name: resolved.get(name) for name in names if name in resolved or name not in _NEW_FIELDS}
 
 
 def fingerprint(resolved: dict[str, Any]) -> str:

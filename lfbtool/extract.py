@@ -22,6 +22,7 @@ from lfbtool.bank import format as fmt
 from lfbtool.bank import shards
 from lfbtool.bank.merge import merge_shards
 from lfbtool.bank.outdir import RunPlan, prepare_output
+from lfbtool.choices import KeyframeSource
 from lfbtool.config import ExtractConfig, fingerprint, hash_inputs, resolved_dict
 from lfbtool.data.ava import (
     Keyframe,
@@ -32,6 +33,8 @@ from lfbtool.data.ava import (
     read_proposals,
 )
 from lfbtool.data.clips import ClipSettings
+from lfbtool.data.detect_io import sidecar_path
+from lfbtool.detect import DetectConfig, detect_in_context
 from lfbtool.errors import LfbError, RunError
 from lfbtool.extract_loop import extract_block
 from lfbtool.lock import RunLock
@@ -43,6 +46,7 @@ from lfbtool.models import (
     load_backbone_weights,
     read_checkpoint,
 )
+from lfbtool.precision import check_precision, prepare_model
 from lfbtool.runtime import resolve_device
 
 
@@ -88,13 +92,44 @@ def clip_settings(config: ExtractConfig) -> ClipSettings:
 def build_model(config: ExtractConfig, device: torch.device) -> LFBFeatureModel:
     if config.checkpoint is None:
         raise LfbError("--checkpoint FILE is needed: the detector backbone whose features go into the bank")
+    precision = check_precision(config.precision, device)
     backbone = create_backbone(config.backbone)
     load_backbone_weights(backbone, read_checkpoint(config.checkpoint), source=str(config.checkpoint))
     model = LFBFeatureModel(
         backbone, roi_output_size=config.roi_output_size, roi_temporal_pool=config.roi_temporal_pool,
         temporal_pool=config.temporal_pool, spatial_pool=config.spatial_pool, half=config.half,
+        precision=precision,
     )
-    return model.eval().to(device)
+    return prepare_model(model.eval().to(device), precision)
+
+
+def persons_path(config: ExtractConfig) -> Path:
+    """Where ``--keyframes every-second`` keeps the persons it detected (MMAction2 proposals pickle)."""
+    return Path(config.out) / f"persons_{config.mode}.pkl"
+
+
+def detect_persons_first(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | None,
+                         ) -> tuple[list[Keyframe], list[Skipped], dict[str, Any]]:
+    """``--keyframes every-second``: detect persons at every second (resumable, all ranks), then the
+    keyframes are the seconds with persons; returns them and the detection settings for provenance."""
+    result = detect_in_context(DetectConfig(
+        out=persons_path(config), detector=config.detector, detector_checkpoint=config.detector_checkpoint,
+        detector_weights=config.detector_weights, score_threshold=config.detector_score_threshold,
+        max_per_frame=config.max_per_frame, min_size=config.detector_min_size, max_size=config.detector_max_size,
+        keyframes=KeyframeSource.every_second, excluded=config.excluded, video_list=config.video_list,
+        stride=config.stride, frames_root=config.frames_root, videos_root=config.videos_root,
+        frame_template=config.frame_template, video_ext=config.video_ext, fps=config.fps,
+        timestamp_start=config.timestamp_start, start_index=config.start_index, clip_len=config.clip_len,
+        frame_interval=config.frame_interval, batch_size=config.batch_size, device=config.device,
+        segment_size=config.segment_size, resume=config.resume, overwrite=config.overwrite,
+        dist_timeout=config.dist_timeout,
+    ), ctx, show_progress)
+    keyframes, skipped = build_keyframes(
+        source=KeyframeSource.every_second, annotations=None, excluded=set(), proposals=read_proposals(result.output),
+        seconds=result.keys, score_threshold=config.score_threshold, whole_frame_fallback=config.whole_frame_fallback,
+    )
+    detection = json.loads(sidecar_path(result.output).read_text())["settings"]
+    return keyframes, skipped, detection
 
 
 def run_extract(config: ExtractConfig, *, show_progress: bool | None = None) -> ExtractResult:
@@ -121,7 +156,9 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
         hash_inputs(config)
         model = build_model(config, device)
         resolved = resolved_dict(config, checkpoint_sha256(config.checkpoint))
-        keyframes, skipped = load_keyframes(config)
+        keyframes, skipped = [], []
+        if config.keyframes is not KeyframeSource.every_second:
+            keyframes, skipped = load_keyframes(config)
         settings = clip_settings(config)
         for video_id in sorted({k.video_id for k in keyframes}):
             settings.open(video_id)  # unknown video id: fail before any work
@@ -130,15 +167,23 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
         failure = error
     dist.agree(ctx, failure)
     resolved, keyframes, skipped = inputs
+    failure = None
+    if ctx.is_main:
+        try:
+            lock.acquire()  # before anything is written into OUT, detections included
+            if lock.note:
+                print(f"note: {lock.note}", file=sys.stderr)
+        except LfbError as error:
+            failure = error
+    dist.agree(ctx, failure)
+    if config.keyframes is KeyframeSource.every_second:
+        keyframes, skipped, resolved["detection"] = detect_persons_first(config, ctx, show_progress)
     result = ExtractResult(output=None, shards_dir=directory, skipped=skipped, world_size=ctx.world_size)
 
     plan: RunPlan | None = None
     failure = None
     if ctx.is_main:
         try:
-            lock.acquire()
-            if lock.note:
-                print(f"note: {lock.note}", file=sys.stderr)
             plan = prepare_output(out, config.mode, resolved, ctx.world_size,
                                   ((k.video_id, k.timestamp) for k in keyframes),
                                   resume=config.resume, overwrite=config.overwrite)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
 from lfbtool.bank.shards import ShardWriter
 from lfbtool.data.ava import Keyframe
+from lfbtool.data.batching import InOrder, KeyframeChunks, VideoChunkSampler, collate_clips
 from lfbtool.data.clips import ClipSettings, KeyframeClips
 from lfbtool.errors import LfbError, RunError
 from lfbtool.models import LFBFeatureModel
+
+#: Batches each DataLoader worker decodes ahead of the forward.
+PREFETCH_BATCHES = 4
 
 
 def auto_workers(device: torch.device, local_world_size: int = 1) -> int:
@@ -27,20 +29,6 @@ def auto_workers(device: torch.device, local_world_size: int = 1) -> int:
     if device.type != "cuda":
         return 0
     return max(1, min(4, (os.cpu_count() or 1) // max(1, local_world_size)))
-
-
-def _batches(loader: DataLoader, batch_size: int) -> Iterator[list[dict[str, Any]]]:
-    """Group consecutive items of one resized shape (clips of different sizes cannot be stacked)."""
-    pending: list[dict[str, Any]] = []
-    for item in loader:
-        if "error" in item:
-            raise LfbError(item["error"], exit_code=item["exit_code"])
-        if pending and (len(pending) >= batch_size or pending[0]["clip"].shape != item["clip"].shape):
-            yield pending
-            pending = []
-        pending.append(item)
-    if pending:
-        yield pending
 
 
 def _progress(enabled: bool):
@@ -61,51 +49,57 @@ def extract_block(model: LFBFeatureModel, device: torch.device, todo: list[Keyfr
                   show_progress: bool) -> tuple[int, float]:
     """Extract ``todo`` into ``writer``; returns the count and the loop's wall time (no model setup).
 
-    A batch whose features hold NaN or Inf stops the run (RunError naming the keyframe) before any of
-    its rows is written: a bank never stores non-finite features.
+    Each DataLoader worker decodes contiguous runs of one video's keyframes (so every frame is decoded
+    once) and builds whole batches; the rows are put back in keyframe order before the writer. A batch
+    whose features hold NaN or Inf stops the run (RunError naming the keyframe) before any of its rows
+    is written: a bank never stores non-finite features.
     """
-    dataset = KeyframeClips(todo, settings)
     workers = num_workers
     if workers is None:
         workers = auto_workers(device, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    dataset = KeyframeChunks(KeyframeClips(todo, settings), collate=collate_clips)
+    sampler = VideoChunkSampler([k.video_id for k in todo], num_workers=workers, chunk_size=batch_size)
     loader = DataLoader(
-        dataset, batch_size=None, shuffle=False, num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=False,
+        dataset, sampler=sampler, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
+        prefetch_factor=PREFETCH_BATCHES if workers else None, persistent_workers=False,
     )
+    order = InOrder()  # workers run ahead on later runs; rows reach the writer in keyframe order
     done = 0
     started = time.perf_counter()
     with _progress(show_progress) as progress:
         task = progress.add_task("extract", total=len(todo), rate="")
-        for batch in _batches(loader, batch_size):
-            clips = torch.stack([item["clip"] for item in batch]).to(device, non_blocking=True)
-            rois = torch.cat([
-                torch.cat([torch.full((len(item["boxes"]), 1), float(i)), item["boxes"]], dim=1)
-                for i, item in enumerate(batch)
-            ]).to(device)
-            with torch.inference_mode():
-                features = model(clips, rois).cpu()
-            _check_finite(features, batch, todo)
-            start = 0
-            for item in batch:
-                keyframe = todo[item["index"]]
-                count = len(keyframe.boxes)
-                writer.append(keyframe.video_id, keyframe.timestamp, features[start:start + count],
-                              keyframe.boxes, keyframe.scores)
-                start += count
-            done += len(batch)
-            speed = progress.tasks[0].speed
-            progress.update(task, advance=len(batch), rate=f"{speed:.2f} keyframes/s" if speed else "")
+        for chunk in loader:
+            for batch in chunk:
+                if "error" in batch:
+                    raise LfbError(batch["error"], exit_code=batch["exit_code"])
+                clips = batch["clips"].to(device, non_blocking=True)
+                rois = batch["rois"].to(device, non_blocking=True)
+                with torch.inference_mode():
+                    features = model(clips, rois).cpu()
+                indices = list(batch["indices"])
+                _check_finite(features, indices, todo)
+                counts = [len(todo[index].boxes) for index in indices]
+                for index, rows in zip(indices, features.split(counts), strict=True):
+                    for ready, ready_rows in order.push(index, (index, rows)):
+                        keyframe = todo[ready]
+                        writer.append(keyframe.video_id, keyframe.timestamp, ready_rows, keyframe.boxes,
+                                      keyframe.scores)
+                done += len(indices)
+                speed = progress.tasks[0].speed
+                progress.update(task, advance=len(indices), rate=f"{speed:.2f} keyframes/s" if speed else "")
+    if len(order):
+        raise RunError(f"{len(order)} keyframes never reached the writer (a DataLoader item was lost)")
     return done, time.perf_counter() - started
 
 
-def _check_finite(features: torch.Tensor, batch: list[dict[str, Any]], todo: list[Keyframe]) -> None:
+def _check_finite(features: torch.Tensor, indices: list[int], todo: list[Keyframe]) -> None:
     """RunError naming the first keyframe of the batch whose features are not all finite."""
     finite = torch.isfinite(features).all(dim=1)
     if bool(finite.all()):
         return
     start = 0
-    for item in batch:
-        keyframe = todo[item["index"]]
+    for index in indices:
+        keyframe = todo[index]
         count = len(keyframe.boxes)
         if not bool(finite[start:start + count].all()):
             raise RunError(f"keyframe {keyframe.key}: the model produced NaN or Inf features; nothing of its "

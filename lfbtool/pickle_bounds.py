@@ -8,6 +8,7 @@ memo index allocates nothing) with checks on every call, container mutation and 
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 import pickle
@@ -290,6 +291,10 @@ def _build_pending(self: BoundedUnpickler) -> tuple[Any, list]:
     if isinstance(inst, np.ndarray):
         if isinstance(state, tuple) and len(state) == 5:
             self._budget.charge(_shape_bytes(state[1], state[2]), "an array's state")
+    elif isinstance(inst, collections.OrderedDict):
+        # torch.save(model.state_dict()): the OrderedDict carries ``_metadata`` (BN versions) as attributes
+        if not (isinstance(state, dict) and all(isinstance(k, str) and not k.startswith("__") for k in state)):
+            raise self._budget.refuse("the pickle sets an OrderedDict's state to something other than attributes")
     elif not _is_placeholder(inst) and not isinstance(inst, np.dtype):
         raise self._budget.refuse(f"the pickle sets the state of a {type(inst).__name__}, which is not plain data")
     return inst, [state]

@@ -234,3 +234,18 @@ def test_checkpoint_sha256(tmp_path: Path) -> None:
     assert checkpoint_sha256(tmp_path / "blob.pth") == hashlib.sha256(payload).hexdigest()
     with pytest.raises(LfbError, match=r"nothing\.pth: no such file"):
         checkpoint_sha256(tmp_path / "nothing.pth")
+
+
+def test_a_plain_state_dict_with_its_metadata_loads(tmp_path):
+    """``torch.save(model.state_dict())`` pickles an OrderedDict whose ``_metadata`` attribute is set by
+    BUILD: the bounded unpickler admits exactly that (attributes of an OrderedDict), not more."""
+    import torchvision
+
+    from lfbtool.models.checkpoint import read_checkpoint
+
+    model = torchvision.models.resnet18()
+    path = tmp_path / "plain.pth"
+    torch.save(model.state_dict(), path)
+    loaded = read_checkpoint(path)
+    assert loaded.keys() == model.state_dict().keys()
+    assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())

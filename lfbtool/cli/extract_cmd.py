@@ -9,15 +9,17 @@ from typing import Annotated
 import typer
 
 from lfbtool.choices import KeyframeSource, OnConflict, Pool
-from lfbtool.cli.options import Force
+from lfbtool.cli.options import PRECISION_HELP, Force
 from lfbtool.config import build_config, default_of
 from lfbtool.console import stdout
 from lfbtool.errors import LfbError
 from lfbtool.keys import key_text
+from lfbtool.precision import Precision
 from lfbtool.runtime import is_main_process
 
 _INPUTS = "Inputs"
 _MODEL = "Model"
+_DETECT = "Person detection"
 _RUN = "Run"
 
 
@@ -31,7 +33,7 @@ def extract_command(
     out: Annotated[Path | None, _opt("Output directory (bank: OUT/lfb_{mode}.h5).", "--out", "-o", default="out")] = None,
     mode: Annotated[str | None, _opt("Dataset mode, names the bank file.", default="mode")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML file setting any option; options given here win.")] = None,
-    keyframes: Annotated[KeyframeSource | None, _opt("annotated (MMAction2) | proposals (original LFB).", panel=_INPUTS, default="keyframes")] = None,
+    keyframes: Annotated[KeyframeSource | None, _opt("annotated (MMAction2) | proposals (original LFB) | every-second (own videos: detect persons first).", panel=_INPUTS, default="keyframes")] = None,
     annotations: Annotated[Path | None, _opt("AVA annotation CSV.", panel=_INPUTS)] = None,
     excluded: Annotated[Path | None, _opt("Excluded-timestamps CSV.", panel=_INPUTS)] = None,
     proposals: Annotated[Path | None, _opt("Person proposals (.pkl or .csv).", panel=_INPUTS)] = None,
@@ -41,9 +43,19 @@ def extract_command(
     videos_root: Annotated[Path | None, _opt("DIR/<video_id>.<ext>, decoded with PyAV.", panel=_INPUTS)] = None,
     frame_template: Annotated[str | None, _opt("Frame file name template.", panel=_INPUTS, default="frame_template")] = None,
     video_ext: Annotated[str | None, _opt("Video file extension.", panel=_INPUTS, default="video_ext")] = None,
-    fps: Annotated[int | None, _opt("Frames per second of the frames.", panel=_INPUTS, default="fps")] = None,
-    timestamp_start: Annotated[int | None, _opt("Timestamp of the first frame.", panel=_INPUTS, default="timestamp_start")] = None,
+    fps: Annotated[str | None, _opt("Frame rate: 30, 29.97, 30000/1001, or auto (each video file's own rate) "
+                                    "(default: auto for every-second on videos, else 30).", panel=_INPUTS)] = None,
+    timestamp_start: Annotated[int | None, _opt("Second of the first frame (default: 0 for every-second, else 900 as AVA).", panel=_INPUTS)] = None,
     start_index: Annotated[int | None, _opt("Number of the first frame file.", panel=_INPUTS, default="start_index")] = None,
+    video_list: Annotated[Path | None, _opt("every-second: the videos to use, one id per line (default: all in the root).", panel=_INPUTS)] = None,
+    stride: Annotated[int | None, _opt("every-second: use every Nth second.", panel=_INPUTS, default="stride")] = None,
+    detector: Annotated[str | None, _opt("every-second: torchvision person detector.", panel=_DETECT, default="detector")] = None,
+    detector_checkpoint: Annotated[Path | None, _opt("every-second: the detector's state_dict (offline).", panel=_DETECT)] = None,
+    detector_weights: Annotated[str | None, _opt("every-second: torchvision weights name (downloads).", panel=_DETECT)] = None,
+    detector_score_threshold: Annotated[float | None, _opt("every-second: keep persons scoring at least this.", panel=_DETECT, default="detector_score_threshold")] = None,
+    max_per_frame: Annotated[int | None, _opt("every-second: at most this many persons per keyframe.", panel=_DETECT, default="max_per_frame")] = None,
+    detector_min_size: Annotated[int | None, _opt("every-second: the detector's internal resize (min side).", panel=_DETECT, default="detector_min_size")] = None,
+    detector_max_size: Annotated[int | None, _opt("every-second: the detector's internal resize (max side).", panel=_DETECT, default="detector_max_size")] = None,
     backbone: Annotated[str | None, _opt("Backbone name (see `lfbtool backbones`).", panel=_MODEL, default="backbone")] = None,
     checkpoint: Annotated[Path | None, _opt("Detector/backbone checkpoint (MMAction2/MMEngine/MMCV or state_dict).", panel=_MODEL)] = None,
     clip_len: Annotated[int | None, _opt("Frames per clip (default: the backbone's AVA clip).", panel=_MODEL)] = None,
@@ -54,6 +66,7 @@ def extract_command(
     temporal_pool: Annotated[Pool | None, _opt("LFB head temporal pool.", panel=_MODEL, default="temporal_pool")] = None,
     spatial_pool: Annotated[Pool | None, _opt("LFB head spatial pool.", panel=_MODEL, default="spatial_pool")] = None,
     half: Annotated[bool | None, _opt("Store fp16 features.", "--half/--no-half", panel=_MODEL, default="half")] = None,
+    precision: Annotated[Precision | None, _opt(PRECISION_HELP, panel=_MODEL, default="precision")] = None,
     batch_size: Annotated[int | None, _opt("Keyframes per forward.", panel=_RUN, default="batch_size")] = None,
     num_workers: Annotated[int | None, _opt("DataLoader workers decoding clips (default: auto: up to 4 with CUDA, 0 on CPU where the forward uses every core).", panel=_RUN)] = None,
     device: Annotated[str | None, _opt("auto | cpu | cuda | cuda:N (auto: cuda:LOCAL_RANK if present).", panel=_RUN, default="device")] = None,
@@ -71,7 +84,11 @@ def extract_command(
         out=out, mode=mode, keyframes=keyframes, annotations=annotations, excluded=excluded, proposals=proposals,
         score_threshold=score_threshold, whole_frame_fallback=whole_frame_fallback, frames_root=frames_root,
         videos_root=videos_root, frame_template=frame_template, video_ext=video_ext, fps=fps,
-        timestamp_start=timestamp_start, start_index=start_index, backbone=backbone, checkpoint=checkpoint,
+        timestamp_start=timestamp_start, start_index=start_index, video_list=video_list, stride=stride,
+        detector=detector, detector_checkpoint=detector_checkpoint, detector_weights=detector_weights,
+        detector_score_threshold=detector_score_threshold, max_per_frame=max_per_frame,
+        detector_min_size=detector_min_size, detector_max_size=detector_max_size, precision=precision,
+        backbone=backbone, checkpoint=checkpoint,
         clip_len=clip_len, frame_interval=frame_interval, short_side=short_side, roi_output_size=roi_output_size,
         roi_temporal_pool=roi_temporal_pool, temporal_pool=temporal_pool, spatial_pool=spatial_pool, half=half,
         batch_size=batch_size, num_workers=num_workers, device=device, segment_size=segment_size, merge=merge,
