@@ -22,6 +22,8 @@ demo: install
 	$(PY) examples/make_example.py $(EXAMPLE)
 	$(VENV)/bin/lfbtool extract --config examples/demo.toml --overwrite
 	$(VENV)/bin/lfbtool inspect $(DEMO_OUT)/lfb_train.h5
+	$(VENV)/bin/lfbtool extract --config examples/own_videos.toml --overwrite
+	$(VENV)/bin/lfbtool verify examples/out-own-videos/lfb_train.h5
 
 test: install
 	$(PY) -m pytest
@@ -33,4 +35,4 @@ bench: install
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(EXAMPLE) $(DEMO_OUT) bench-out
+	rm -rf $(EXAMPLE) $(DEMO_OUT) examples/out-own-videos bench-out

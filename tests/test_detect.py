@@ -42,15 +42,9 @@ class OwnVideos:
 
 def person_checkpoint(path: Path, name: str = DETECTOR, seed: int = 0) -> Path:
     """A random-weight detector whose person logit is raised by 6, so random boxes score ~0.8 as persons."""
-    import torchvision
+    from lfbtool.testing.checkpoints import make_random_person_detector
 
-    torch.manual_seed(seed)
-    model = torchvision.models.get_model(name, weights=None, weights_backbone=None)
-    if hasattr(model, "roi_heads"):
-        with torch.no_grad():
-            model.roi_heads.box_predictor.cls_score.bias[1] += 6.0
-    torch.save(model.state_dict(), path)
-    return path
+    return make_random_person_detector(path, name=name, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -67,3 +67,20 @@ def damp_residual_branches(model: torch.nn.Module, gamma: float = 0.3) -> torch.
                 last.weight.mul_(gamma)
                 last.bias.mul_(gamma)
     return model
+
+
+def make_random_person_detector(path: str | Path, *, name: str = "fasterrcnn_mobilenet_v3_large_320_fpn",
+                                seed: int = 0, person_boost: float = 6.0) -> Path:
+    """A random-weight torchvision detector whose person logit is raised by ``person_boost``, so random
+    boxes score ~0.8 as persons (tests and the demo have no COCO weights)."""
+    import torchvision
+
+    torch.manual_seed(seed)
+    model = torchvision.models.get_model(name, weights=None, weights_backbone=None)
+    if hasattr(model, "roi_heads"):
+        with torch.no_grad():
+            model.roi_heads.box_predictor.cls_score.bias[1] += person_boost
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return path
