@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import torch
+from extract_timing import time_extract_and_bare
 
 DEFAULT = ("slowonly_r50", "slowonly_r50_nl", "slowonly_r101", "slowfast_r50", "slowfast_r50_8x8")
 
@@ -39,7 +39,7 @@ def bench_one(name: str, example, args: argparse.Namespace) -> dict[str, float]:
     from lfbtool.config import build_config
     from lfbtool.data.clips import KeyframeClips
     from lfbtool.distributed import DistContext, device_for
-    from lfbtool.extract import build_model, clip_settings, load_keyframes, run_extract
+    from lfbtool.extract import build_model, clip_settings, load_keyframes
     from lfbtool.models import backbone_spec
     from lfbtool.testing.checkpoints import make_random_detector_checkpoint
 
@@ -64,18 +64,8 @@ def bench_one(name: str, example, args: argparse.Namespace) -> dict[str, float]:
         for shape in {batch.shape for batch in batches}:  # prime kernels for every batch shape
             model.backbone(model.normalize(torch.zeros(shape, dtype=torch.uint8, device=device)))
 
-    steady_s = bare_s = float("inf")
-    for attempt in range(args.repeat):
-        config.out = work / f"out{attempt}"
-        result = run_extract(config, show_progress=False)
-        steady_s = min(steady_s, result.loop_seconds + result.merge_seconds)
-        with torch.inference_mode():
-            started = time.perf_counter()
-            for batch in batches:
-                model.backbone(model.normalize(batch.to(device)))
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            bare_s = min(bare_s, time.perf_counter() - started)
+    timings = time_extract_and_bare(config, model, batches, device, args.repeat, work)
+    steady_s, bare_s, result = timings.steady_s, timings.bare_s, timings.result
     count = result.keyframes
     assert count == len(dataset), (count, len(dataset))
     shutil.rmtree(work, ignore_errors=True)

@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import torch
+from extract_timing import time_extract_and_bare
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     from lfbtool.config import build_config
     from lfbtool.data.clips import KeyframeClips
-    from lfbtool.extract import build_model, clip_settings, load_keyframes, run_extract
+    from lfbtool.extract import build_model, clip_settings, load_keyframes
     from lfbtool.extract_loop import auto_workers
     from lfbtool.runtime import resolve_device
     from lfbtool.testing.checkpoints import make_random_detector_checkpoint
@@ -73,20 +73,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         for shape in {batch.shape for batch in batches}:  # prime kernels for every batch shape, once
             model.backbone(model.normalize(torch.zeros(shape, dtype=torch.uint8, device=device)))
 
-    full_s = steady_s = bare_s = float("inf")
-    for attempt in range(args.repeat):
-        config.out = args.workdir / f"out{attempt}"
-        started = time.perf_counter()
-        result = run_extract(config, show_progress=False)
-        full_s = min(full_s, time.perf_counter() - started)
-        steady_s = min(steady_s, result.loop_seconds + result.merge_seconds)
-        with torch.inference_mode():
-            started = time.perf_counter()
-            for batch in batches:
-                model.backbone(model.normalize(batch.to(device)))
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            bare_s = min(bare_s, time.perf_counter() - started)
+    timings = time_extract_and_bare(config, model, batches, device, args.repeat, args.workdir)
+    full_s, steady_s, bare_s, result = timings.full_s, timings.steady_s, timings.bare_s, timings.result
     keyframes = result.keyframes
 
     assert len(clips) == keyframes, (len(clips), keyframes)

@@ -18,3 +18,13 @@ def print_error(message: str) -> None:
     else:
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
+
+
+def progress_bar(label: str, enabled: bool):
+    """``label`` done / total, items/s, ETA on stderr; ``enabled`` only on rank 0 at a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("[progress.data.speed]{task.fields[rate]}"),
+        TimeRemainingColumn(), console=stderr, disable=not enabled, transient=False,
+    )

@@ -21,6 +21,7 @@ import torch
 
 from lfbtool import distributed as dist
 from lfbtool.choices import KeyframeSource
+from lfbtool.console import progress_bar
 from lfbtool.data.ava import read_annotations, read_excluded, read_proposals
 from lfbtool.data.clips import ClipSettings
 from lfbtool.data.detect_io import Detections, DetectParts, output_format, write_detections
@@ -201,15 +202,6 @@ def _batches(frames, batch_size: int):
         yield pending
 
 
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from lfbtool.console import stderr
-
-    return Progress(TextColumn("detecting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=stderr, disable=not enabled)
-
-
 def run_detect(config: DetectConfig, *, show_progress: bool | None = None) -> DetectResult:
     """Detect persons at every keyframe and write ``config.out``. Joins torchrun if launched."""
     ctx = dist.init_from_env(config.dist_timeout)
@@ -266,8 +258,8 @@ def detect_in_context(config: DetectConfig, ctx: dist.DistContext, show_progress
     writer = parts.writer(plan["attempt"], ctx.rank, config.segment_size)
     started = time.perf_counter()
     try:
-        with _progress(show_progress) as progress:
-            task = progress.add_task("detect", total=len(mine))
+        with progress_bar("detecting", show_progress) as progress:
+            task = progress.add_task("detect", total=len(mine), rate="")
             for batch in _batches(_frames(mine, clip_settings(config)), config.batch_size):
                 found = detect_persons(model, [frame for _, frame in batch], device,
                                        score_threshold=config.score_threshold, max_per_frame=config.max_per_frame)

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lfbtool.bank.shards import ShardWriter
+from lfbtool.console import progress_bar
 from lfbtool.data.ava import Keyframe
 from lfbtool.data.batching import InOrder, KeyframeChunks, VideoChunkSampler, collate_clips
 from lfbtool.data.clips import ClipSettings, KeyframeClips
@@ -29,19 +30,6 @@ def auto_workers(device: torch.device, local_world_size: int = 1) -> int:
     if device.type != "cuda":
         return 0
     return max(1, min(4, (os.cpu_count() or 1) // max(1, local_world_size)))
-
-
-def _progress(enabled: bool):
-    """keyframes done / total, keyframes/s, ETA on stderr; disabled off a terminal and off rank 0."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from lfbtool.console import stderr
-
-    return Progress(
-        TextColumn("keyframes"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("[progress.data.speed]{task.fields[rate]}"),
-        TimeRemainingColumn(), console=stderr, disable=not enabled, transient=False,
-    )
 
 
 def extract_block(model: LFBFeatureModel, device: torch.device, todo: list[Keyframe], settings: ClipSettings,
@@ -66,7 +54,7 @@ def extract_block(model: LFBFeatureModel, device: torch.device, todo: list[Keyfr
     order = InOrder()  # workers run ahead on later runs; rows reach the writer in keyframe order
     done = 0
     started = time.perf_counter()
-    with _progress(show_progress) as progress:
+    with progress_bar("keyframes", show_progress) as progress:
         task = progress.add_task("extract", total=len(todo), rate="")
         for chunk in loader:
             for batch in chunk:

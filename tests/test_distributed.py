@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from lfbtool.bank.verify import verify_bank
+from lfbtool.bank.verify import check_bank
 from lfbtool.distributed import contiguous_block
 from tests.conftest import SEGMENT, run_lfbtool
 from tests.extract_runs import (
@@ -38,7 +38,7 @@ def test_torchrun_two_processes_match_single_process(tiny_data, reference, tmp_p
                                 tiny_data.extract_args(out, *SEGMENT, "--keep-shards")))
     assert done.returncode == 0, done.stderr
     assert_same_bank(reference, out / "lfb_train.h5")
-    verify_bank(out / "lfb_train.h5")
+    check_bank(out / "lfb_train.h5")
     keys = expected_keys(tiny_data.example)
     # each rank wrote its own segments: contiguous, unpadded blocks of the sorted keys, in rank order
     found = segments(out / "shards")

@@ -25,7 +25,7 @@ from lfbtool.bank import shards
 from lfbtool.bank.export import export_mmaction_pkl, export_npz_dir
 from lfbtool.bank.merge import merge_banks
 from lfbtool.bank.reader import FeatureBank
-from lfbtool.bank.verify import verify_bank
+from lfbtool.bank.verify import check_bank
 from lfbtool.bank.writer import BankWriter
 from lfbtool.errors import LfbError, RunError
 from lfbtool.lock import LOCK_NAME, RunLock
@@ -172,7 +172,7 @@ def test_corrupt_index_is_refused_by_merge_verify_and_reader(kind, tmp_path) -> 
     rewrite(bad, name, data)
     other = good_bank(tmp_path / "other.h5")
     out = tmp_path / "merged.h5"
-    for read in (lambda: merge_banks([other, bad], out), lambda: verify_bank(bad), lambda: FeatureBank(bad)):
+    for read in (lambda: merge_banks([other, bad], out), lambda: check_bank(bad), lambda: FeatureBank(bad)):
         with pytest.raises(LfbError, match=message) as caught:
             read()
         assert str(bad) in str(caught.value) and "\n" not in str(caught.value)
@@ -215,7 +215,7 @@ def test_flipped_feature_bytes_are_an_error_in_every_tool(tmp_path) -> None:
     bank = good_bank(tmp_path / "bank.h5")
     flip_feature_byte(bank)
     with pytest.raises(LfbError, match="/features rows 0-5 unreadable: damaged chunk"):
-        verify_bank(bank)
+        check_bank(bank)
     with FeatureBank(bank) as reader:  # the index is intact: opening works, reading the rows does not
         with pytest.raises(LfbError, match="damaged chunk"):
             reader["a", 902]
@@ -230,7 +230,7 @@ def test_index_tampering_is_caught_by_its_checksum(tmp_path) -> None:
     bank = good_bank(tmp_path / "bank.h5")
     with h5py.File(bank, "r+") as handle:
         handle[fmt.TIMESTAMPS][2] = 905  # still a valid-looking index
-    for read in (lambda: verify_bank(bank), lambda: FeatureBank(bank), lambda: merge_banks([bank], tmp_path / "m.h5")):
+    for read in (lambda: check_bank(bank), lambda: FeatureBank(bank), lambda: merge_banks([bank], tmp_path / "m.h5")):
         with pytest.raises(LfbError, match="/timestamps does not match its sha256 checksum"):
             read()
 
@@ -256,7 +256,7 @@ def test_storage_outside_the_file_is_refused(how, version, tmp_path) -> None:
             layout = h5py.VirtualLayout(shape=(5, 3), dtype=np.float32)
             layout[:] = h5py.VirtualSource(str(elsewhere), "features", shape=(5, 3))
             handle.create_virtual_dataset(fmt.FEATURES, layout)
-    for read in (lambda: verify_bank(bank), lambda: FeatureBank(bank), lambda: merge_banks([bank], tmp_path / "m.h5"),
+    for read in (lambda: check_bank(bank), lambda: FeatureBank(bank), lambda: merge_banks([bank], tmp_path / "m.h5"),
                  lambda: export_mmaction_pkl(bank, tmp_path / "x.pkl")):
         with pytest.raises(LfbError, match=r"/features (is stored in external|is a (ExternalLink|SoftLink)|is a virtual)"):
             read()

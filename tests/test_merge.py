@@ -17,7 +17,7 @@ import pytest
 from lfbtool.bank import merge as merge_mod
 from lfbtool.bank import shards
 from lfbtool.bank.merge import merge_banks, merge_shards
-from lfbtool.bank.verify import verify_bank
+from lfbtool.bank.verify import check_bank
 from lfbtool.bank.writer import BankWriter
 from lfbtool.errors import LfbError
 from tests.extract_runs import bank_keys, read_bank
@@ -58,7 +58,7 @@ def assert_bank_holds(path: Path, rows: Rows) -> None:
         expected = np.concatenate([rows[k][i] for k in keys])
         assert bank[name].dtype == expected.dtype
         assert np.array_equal(bank[name], expected, equal_nan=True), name
-    verify_bank(path)
+    check_bank(path)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

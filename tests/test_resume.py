@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from lfbtool.bank.verify import verify_bank
+from lfbtool.bank.verify import check_bank
 from tests.conftest import SEGMENT, run_lfbtool
 from tests.extract_runs import (
     CRASH_RUNNER,
@@ -58,7 +58,7 @@ def test_kill_during_forward_then_resume_with_two_processes(tiny_data, reference
                                    args + ["--resume", "--keep-shards", "--device", "cpu"]))
     assert resumed.returncode == 0, resumed.stderr
     assert_same_bank(reference, out / "lfb_train.h5")
-    verify_bank(out / "lfb_train.h5")
+    check_bank(out / "lfb_train.h5")
     assert_extracted_exactly_once(out, keys, resumed.stdout)
     assert json.loads((out / "shards" / "train-a002.json").read_text())["world_size"] == 2
 
@@ -83,7 +83,7 @@ def test_kill_between_segment_write_and_rename_then_resume_with_one_process(tiny
     resumed = run_lfbtool(args + ["--resume", "--keep-shards"])
     assert resumed.returncode == 0, resumed.stderr
     assert_same_bank(reference, out / "lfb_train.h5")
-    verify_bank(out / "lfb_train.h5")
+    check_bank(out / "lfb_train.h5")
     assert_extracted_exactly_once(out, keys, resumed.stdout)
     assert json.loads((shards / "train-a002.json").read_text())["world_size"] == 1
 

@@ -1,4 +1,4 @@
-"""verify_bank / `lfbtool verify`: a sound bank passes; each kind of damage is named, first problem first."""
+"""check_bank / `lfbtool verify`: a sound bank passes; each kind of damage is named, first problem first."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from lfbtool.bank import format as fmt
 from lfbtool.bank import verify as verify_mod
-from lfbtool.bank.verify import check_bank, verify_bank
+from lfbtool.bank.verify import check_bank
 from lfbtool.bank.writer import BankWriter
 from lfbtool.cli import app
 from lfbtool.errors import LfbError
@@ -56,7 +56,7 @@ def set_rows(path: Path, name: str, row: int, value: float) -> None:
 
 
 def test_sound_bank_passes_and_is_described(bank: Path) -> None:
-    assert verify_bank(bank) is None
+    assert check_bank(bank).path == bank
     report = check_bank(bank)
     assert (report.videos, report.keys, report.rows, report.feature_dim, report.dtype) == (2, 3, 6, C, "float16")
     assert not report.imported
@@ -87,17 +87,17 @@ def test_cli_one_error_line(bank: Path) -> None:
 
 def test_missing_and_not_hdf5(tmp_path: Path) -> None:
     with pytest.raises(LfbError, match="no such bank file"):
-        verify_bank(tmp_path / "nope.h5")
+        check_bank(tmp_path / "nope.h5")
     (tmp_path / "x.h5").write_bytes(b"not hdf5 at all")
     with pytest.raises(LfbError, match="not readable as HDF5"):
-        verify_bank(tmp_path / "x.h5")
+        check_bank(tmp_path / "x.h5")
 
 
 def test_truncated_file(bank: Path) -> None:
     data = bank.read_bytes()
     bank.write_bytes(data[: len(data) // 2])
     with pytest.raises(LfbError, match=str(bank)):
-        verify_bank(bank)
+        check_bank(bank)
 
 
 @pytest.mark.parametrize(("attr", "value", "message"), [
@@ -111,18 +111,18 @@ def test_bad_attributes(bank: Path, attr: str, value: object, message: str) -> N
     with h5py.File(bank, "r+") as handle:
         handle.attrs[attr] = value
     with pytest.raises(LfbError, match=message):
-        verify_bank(bank)
+        check_bank(bank)
 
 
 def test_missing_dataset_and_row_counts(bank: Path, tmp_path: Path) -> None:
     with h5py.File(bank, "r+") as handle:
         del handle[fmt.TIMESTAMPS]
     with pytest.raises(LfbError, match="/timestamps is missing"):
-        verify_bank(bank)
+        check_bank(bank)
     other = make_bank(tmp_path / "b.h5")
     replace(other, fmt.SCORES, np.zeros(5, np.float32))
     with pytest.raises(LfbError, match="row counts differ: /features 6, /boxes 6, /scores 5"):
-        verify_bank(other)
+        check_bank(other)
 
 
 @pytest.mark.parametrize(("name", "data", "message"), [
@@ -137,37 +137,37 @@ def test_missing_dataset_and_row_counts(bank: Path, tmp_path: Path) -> None:
 def test_bad_offsets(bank: Path, name: str, data: list, message: str) -> None:
     replace(bank, name, np.array(data, np.int64))
     with pytest.raises(LfbError, match=message):
-        verify_bank(bank)
+        check_bank(bank)
 
 
 def test_unsorted_and_duplicate_videos(bank: Path, tmp_path: Path) -> None:
     replace(bank, fmt.VIDEOS, ["b", "a"])
     with pytest.raises(LfbError, match="'a' .entry 1. is out of order after 'b'"):
-        verify_bank(bank)
+        check_bank(bank)
     other = make_bank(tmp_path / "c.h5")
     replace(other, fmt.VIDEOS, ["a", "a"])
     with pytest.raises(LfbError, match="'a' .entry 1. is twice"):
-        verify_bank(other)
+        check_bank(other)
 
 
 def test_timestamps_must_increase_within_a_video(bank: Path, tmp_path: Path) -> None:
     replace(bank, fmt.TIMESTAMPS, np.array([903, 902, 1800], np.int32))
     with pytest.raises(LfbError, match="key a,0902 follows a,0903"):
-        verify_bank(bank)
+        check_bank(bank)
     other = make_bank(tmp_path / "d.h5")
     replace(other, fmt.TIMESTAMPS, np.array([902, 902, 10], np.int32))  # b may start lower than a ends
     with pytest.raises(LfbError, match="key a,0902 follows a,0902"):
-        verify_bank(other)
+        check_bank(other)
     third = make_bank(tmp_path / "e.h5")
     replace(third, fmt.TIMESTAMPS, np.array([902, 903, 10], np.int32))
-    verify_bank(third)
+    check_bank(third)
 
 
 @pytest.mark.parametrize(("row", "value", "key"), [(0, np.nan, "a,0902"), (2, -np.inf, "a,0903"), (5, np.nan, "b,1800")])
 def test_nan_inf_features_name_the_key(bank: Path, row: int, value: float, key: str) -> None:
     set_rows(bank, fmt.FEATURES, row, value)
     with pytest.raises(LfbError, match=f"key {key}: /features row {row} holds NaN or Inf"):
-        verify_bank(bank)
+        check_bank(bank)
 
 
 def test_scan_is_blockwise_and_reports_the_first_bad_row(bank: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -176,18 +176,18 @@ def test_scan_is_blockwise_and_reports_the_first_bad_row(bank: Path, monkeypatch
     set_rows(bank, fmt.FEATURES, 5, np.nan)
     set_rows(bank, fmt.FEATURES, 3, np.nan)
     with pytest.raises(LfbError, match="key b,1800: /features row 3"):
-        verify_bank(bank)
+        check_bank(bank)
 
 
 def test_boxes_nan_only_in_imported_banks(tmp_path: Path) -> None:
     plain = make_bank(tmp_path / "plain.h5", nan_boxes=True)
     with pytest.raises(LfbError, match="/boxes row 0 holds NaN or Inf .only banks imported"):
-        verify_bank(plain)
+        check_bank(plain)
     imported = make_bank(tmp_path / "imported.h5", config={"source": "mmaction2-pkl"}, nan_boxes=True)
     assert check_bank(imported).imported
     set_rows(imported, fmt.BOXES, 1, np.inf)
     with pytest.raises(LfbError, match="/boxes row 1 holds NaN or Inf"):
-        verify_bank(imported)
+        check_bank(imported)
 
 
 def test_merged_bank_verifies(tmp_path: Path) -> None:

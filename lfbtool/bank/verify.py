@@ -1,4 +1,4 @@
-"""``verify_bank``: check a bank file end to end and raise :class:`LfbError` with the first problem.
+"""``check_bank``: check a bank file end to end and raise :class:`LfbError` with the first problem.
 
 Steps 1-5 are :func:`lfbtool.bank.format.read_checked_index`, the check every reader of a bank runs;
 verify adds step 6. The first failure is reported, naming the dataset, row or key:
@@ -82,11 +82,6 @@ def check_bank(path: str | Path) -> VerifyReport:
         dtype=index.dtype, mode=index.mode, videos=len(index.videos), keys=index.num_keys, rows=index.num_rows,
         imported=imported,
     )
-
-
-def verify_bank(path: str | Path) -> None:
-    """Raise :class:`LfbError` naming the first problem of the bank at ``path``; return None when sound."""
-    check_bank(path)
 
 
 def _scan_rows(handle: h5py.File, index: fmt.BankIndex, imported: bool) -> None:
