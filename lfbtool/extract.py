@@ -32,7 +32,7 @@ from lfbtool.data.ava import (
     read_excluded,
     read_proposals,
 )
-from lfbtool.data.clips import ClipSettings
+from lfbtool.data.clips import ClipSettings, keyframes_inside
 from lfbtool.data.detect_io import sidecar_path
 from lfbtool.detect import DetectConfig, detect_in_context
 from lfbtool.errors import LfbError, RunError
@@ -159,10 +159,8 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
         keyframes, skipped = [], []
         if config.keyframes is not KeyframeSource.every_second:
             keyframes, skipped = load_keyframes(config)
-        settings = clip_settings(config)
-        for video_id in sorted({k.video_id for k in keyframes}):
-            settings.open(video_id)  # unknown video id: fail before any work
-        inputs = (resolved, keyframes, skipped)
+        keyframes, outside = keyframes_inside(keyframes, clip_settings(config))  # unknown or empty videos fail here
+        inputs = (resolved, keyframes, sorted(skipped + outside, key=lambda s: (s.video_id, s.timestamp)))
     except LfbError as error:
         failure = error
     dist.agree(ctx, failure)
@@ -176,7 +174,7 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
         except LfbError as error:
             failure = error
     dist.agree(ctx, failure)
-    if config.keyframes is KeyframeSource.every_second:
+    if config.keyframes is KeyframeSource.every_second:  # seconds with a whole clip: all inside their videos
         keyframes, skipped, resolved["detection"] = detect_persons_first(config, ctx, show_progress)
     result = ExtractResult(output=None, shards_dir=directory, skipped=skipped, world_size=ctx.world_size)
 

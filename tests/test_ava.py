@@ -58,7 +58,7 @@ def test_annotations_unique_boxes_first_seen(tmp_path):
         ("vid,0902,0.6,0.2,0.5,0.9,1,0\n", 1, "x2 < x1"),
         ("vid,0902,0.1,0.95,0.5,0.9,1,0\n", 1, "y2 < y1"),
         ("vid,0902,nan,0.2,0.5,0.9,1,0\n", 1, "not a finite number"),
-        (",0902,0.1,0.2,0.5,0.9,1,0\n", 1, "empty video_id"),
+        (",0902,0.1,0.2,0.5,0.9,1,0\n", 1, "video_id '' is empty"),
     ],
 )
 def test_annotation_errors_name_file_and_row(tmp_path, text, row, words):

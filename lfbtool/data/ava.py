@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from lfbtool.errors import LfbError
-from lfbtool.keys import key_text
+from lfbtool.keys import key_text, timestamp_problem, video_id_problem
 
 Key = tuple[str, int]
 WHOLE_FRAME = np.array([[0.0, 0.0, 1.0, 1.0]], dtype=np.float32)
@@ -74,11 +74,23 @@ def _header_hint(where: str) -> str:
 
 def _timestamp(value: str, where: str) -> int:
     try:
-        return int(value)
+        timestamp = int(value)
     except ValueError:
         raise LfbError(
             f"{where}: timestamp {value!r} is not an integer number of seconds{_header_hint(where)}"
         ) from None
+    problem = timestamp_problem(timestamp)
+    if problem:
+        raise LfbError(f"{where}: {problem}")
+    return timestamp
+
+
+def _video_id(value: str, where: str) -> str:
+    """A video id that names a directory or file inside its root (checked before anything is opened)."""
+    problem = video_id_problem(value)
+    if problem:
+        raise LfbError(f"{where}: video_id {value!r} {problem}")
+    return value
 
 
 def _numbers(values: list[str], names: tuple[str, ...], where: str) -> list[float]:
@@ -119,8 +131,7 @@ def read_annotations(path: str | Path) -> dict[Key, np.ndarray]:
             raise LfbError(
                 f"{where}: expected 8 columns (video_id,timestamp,x1,y1,x2,y2,action_id,person_id), got {len(fields)}"
             )
-        if not fields[0]:
-            raise LfbError(f"{where}: empty video_id")
+        _video_id(fields[0], where)
         timestamp = _timestamp(fields[1], where)
         box = _numbers(fields[2:6], ("x1", "y1", "x2", "y2"), where)
         _check_box(box, where)
@@ -137,9 +148,7 @@ def read_excluded(path: str | Path) -> set[Key]:
         where = f"{path}: row {number}"
         if len(fields) != 2:
             raise LfbError(f"{where}: expected 2 columns (video_id,timestamp), got {len(fields)}")
-        if not fields[0]:
-            raise LfbError(f"{where}: empty video_id")
-        keys.add((fields[0], _timestamp(fields[1], where)))
+        keys.add((_video_id(fields[0], where), _timestamp(fields[1], where)))
     return keys
 
 
@@ -174,7 +183,7 @@ def _read_proposals_pkl(path: Path) -> dict[Key, np.ndarray]:
         parts = raw_key.split(",") if isinstance(raw_key, str) else []
         if len(parts) != 2 or not parts[0]:
             raise LfbError(f"{where}: keys must be 'video_id,timestamp' strings like 'vid,0902'")
-        key = (parts[0], _timestamp(parts[1].strip(), where))
+        key = (_video_id(parts[0], where), _timestamp(parts[1].strip(), where))
         if key in out:
             raise LfbError(f"{where}: duplicate of another key for {key[0]},{key[1]:04d}")
         array = np.asarray(value) if isinstance(value, (np.ndarray, list, tuple)) else None
@@ -213,8 +222,7 @@ def _read_proposals_csv(path: Path) -> dict[Key, np.ndarray]:
             expected = _CSV_LAYOUTS.get(width, "6, 7 or 8 columns (video_id,timestamp,x1,y1,x2,y2[,action_id],score)")
             raise LfbError(f"{where}: expected {expected}, got {len(fields)}")
         width = len(fields)
-        if not fields[0]:
-            raise LfbError(f"{where}: empty video_id")
+        _video_id(fields[0], where)
         timestamp = _timestamp(fields[1], where)
         if width == 8:
             if fields[6] and not fields[6].lstrip("-").isdigit():

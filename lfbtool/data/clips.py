@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from lfbtool.data.ava import Keyframe
+from lfbtool.data.ava import Keyframe, Skipped
 from lfbtool.data.frames import ClipSource, open_source
 from lfbtool.data.preprocess import resize_clip, resized_shape, scale_boxes
-from lfbtool.data.sampling import keyframe_clip_numbers
+from lfbtool.data.sampling import keyframe_clip_indices, keyframe_clip_numbers
 from lfbtool.errors import LfbError
 
 
@@ -50,6 +50,34 @@ class ClipSettings:
         if rate is None:
             raise LfbError(f"{source.path}: fps auto needs a video file; give --fps for frame directories")
         return rate
+
+
+def keyframes_inside(keyframes: list[Keyframe], settings: ClipSettings) -> tuple[list[Keyframe], list[Skipped]]:
+    """Open every video once before anything is written: a video without frames is an error naming it;
+    a keyframe whose centre frame lies outside its video is skipped with a reason (a clip that only
+    partly overflows keeps MMAction2's clamping to the first / last frame)."""
+    kept: list[Keyframe] = []
+    skipped: list[Skipped] = []
+    totals: dict[str, tuple[int, int | Fraction]] = {}
+    for keyframe in keyframes:
+        if keyframe.video_id not in totals:
+            source = settings.open(keyframe.video_id)
+            if source.num_frames < 1:
+                raise LfbError(f"{source.path}: no frames (video {keyframe.video_id}); frame directories must "
+                               f"hold files named like {settings.frame_template}")
+            totals[keyframe.video_id] = (source.num_frames, settings.fps_of(source))
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+        total, fps = totals[keyframe.video_id]
+        centre = int(keyframe_clip_indices(keyframe.timestamp, fps=fps, timestamp_start=settings.timestamp_start,
+                                           start_index=settings.start_index, clip_len=1, interval=1)[0])
+        if 0 <= centre <= total - 1:
+            kept.append(keyframe)
+        else:
+            skipped.append(Skipped(keyframe.video_id, keyframe.timestamp,
+                                   f"centre frame outside the video ({total} frames)"))
+    return kept, skipped
 
 
 class KeyframeClips(Dataset):

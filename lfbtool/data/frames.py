@@ -21,6 +21,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_image
 
 from lfbtool.errors import LfbError
+from lfbtool.keys import video_id_problem
 
 #: Continue decoding instead of seeking when the next clip starts at most this many frames ahead.
 _MAX_FORWARD_DECODE = 96
@@ -364,6 +365,9 @@ def open_source(
     """The reader for ``video_id``: ``frames_root/video_id/`` if it exists, else ``videos_root/video_id.ext``."""
     if frames_root is None and videos_root is None:
         raise LfbError("no input frames: give a frames root (--frames-root) or a videos root (--videos-root)")
+    problem = video_id_problem(video_id)
+    if problem:
+        raise LfbError(f"video id {video_id!r} {problem}")
     tried = []
     if frames_root is not None:
         directory = Path(frames_root) / video_id
