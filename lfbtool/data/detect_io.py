@@ -26,9 +26,11 @@ from typing import Any
 import numpy as np
 
 from lfbtool.atomic import atomic_write, write_json_atomic
+from lfbtool.config import describe_differences
 from lfbtool.data.ava import read_proposals
 from lfbtool.errors import LfbError, RunError
 from lfbtool.keys import key_text
+from lfbtool.lock import remove_dead_temporaries
 
 Key = tuple[str, int]
 SEGMENT = re.compile(r"^a(\d{3})-r(\d{5})-s(\d{6})\.pkl$")
@@ -84,12 +86,6 @@ def write_detections(out: str | Path, detections: Detections, settings: dict[str
     else:
         text = _csv_text(found)
         atomic_write(out, lambda handle: handle.write(text), binary=False)
-
-
-def _differences(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
-    from lfbtool.config import describe_differences
-
-    return describe_differences(ours, theirs)
 
 
 class SegmentWriter:
@@ -160,14 +156,13 @@ class DetectParts:
                                "pass --overwrite to detect again") from None
             if existing != settings:
                 raise LfbError(f"{self.out}: refusing to resume with other settings: "
-                               f"{_differences(settings, existing)}")
+                               f"{describe_differences(settings, existing)}")
             return {"complete": True}
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise LfbError(f"{self.directory}: cannot create ({error.strerror or error})") from None
-        for stale in self.directory.glob("*.tmp-*"):  # a write killed before its rename
-            stale.unlink(missing_ok=True)
+        remove_dead_temporaries(list(self.directory.glob("*.tmp-*")))  # writes killed before their rename
         if self.settings_file.exists():
             try:
                 existing = json.loads(self.settings_file.read_text())
@@ -175,7 +170,7 @@ class DetectParts:
                 raise LfbError(f"{self.settings_file}: unreadable; pass --overwrite to start over") from None
             if existing != settings:
                 raise LfbError(f"{self.directory}: refusing to resume with other settings: "
-                               f"{_differences(settings, existing)}")
+                               f"{describe_differences(settings, existing)}")
         else:
             write_json_atomic(self.settings_file, settings)
         wanted = set(keys)
