@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import resource
-import time
 import zipfile
 from pathlib import Path
 
@@ -53,15 +52,12 @@ BOMBS = {
 
 
 def _check_refused(load, path: Path) -> str:
-    start = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(LfbError) as info:
         load(path)
-    elapsed = time.perf_counter() - start
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     message = str(info.value)
     assert "\n" not in message and str(path) in message, message
-    assert elapsed < 5, elapsed  # a generous safety bound, not a speed target
     assert grown_mb < 500, grown_mb
     return message
 
