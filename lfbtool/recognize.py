@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from lfbtool.choices import AverageClips, CropMode
-from lfbtool.data.frames import ClipSource, FrameDirectory, VideoFile
+from lfbtool.data.frames import ClipSource, FrameDirectory, VideoFile, close_source
 from lfbtool.data.preprocess import resize_clip, resized_shape
 from lfbtool.data.views import (
     NUM_CROPS,
@@ -245,12 +245,6 @@ class _Prepared:
     error: str | None = None
 
 
-def _close(source: ClipSource) -> None:
-    close = getattr(source, "close", None)
-    if close is not None:
-        close()
-
-
 def _prepare(path: Path, settings: TestSettings, keep_going: bool = False) -> _Prepared:
     try:
         source = open_input(path, settings)
@@ -260,7 +254,7 @@ def _prepare(path: Path, settings: TestSettings, keep_going: bool = False) -> _P
                 return _Prepared(path, plan)
             return _Prepared(path, plan, decode_clips(source, plan, settings, range(plan.num_clips)).flatten(0, 1))
         finally:
-            _close(source)
+            close_source(source)
     except LfbError as error:
         if not keep_going:
             raise
@@ -301,7 +295,7 @@ def _grouped(
             if gradcam:
                 first_crop.append(crops[0])
     finally:
-        _close(source)
+        close_source(source)
     views = torch.cat(first_crop)[: _gradcam_count(recognizer, settings)] if gradcam else None
     return (
         torch.cat(scores, dim=1).flatten(0, 1),

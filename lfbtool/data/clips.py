@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lfbtool.data.ava import Keyframe, Skipped
-from lfbtool.data.frames import ClipSource, open_source
+from lfbtool.data.frames import ClipSource, close_source, open_source
 from lfbtool.data.preprocess import resize_clip, resized_shape, scale_boxes
 from lfbtool.data.sampling import keyframe_clip_indices, keyframe_clip_numbers
 from lfbtool.errors import LfbError
@@ -66,9 +66,7 @@ def keyframes_inside(keyframes: list[Keyframe], settings: ClipSettings) -> tuple
                 raise LfbError(f"{source.path}: no frames (video {keyframe.video_id}); frame directories must "
                                f"hold files named like {settings.frame_template}")
             totals[keyframe.video_id] = (source.num_frames, settings.fps_of(source))
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
+            close_source(source)
         total, fps = totals[keyframe.video_id]
         centre = int(keyframe_clip_indices(keyframe.timestamp, fps=fps, timestamp_start=settings.timestamp_start,
                                            start_index=settings.start_index, clip_len=1, interval=1)[0])
@@ -104,9 +102,7 @@ class KeyframeClips(Dataset):
         self._sources[video_id] = source
         while len(self._sources) > self.max_open:
             _, old = self._sources.popitem(last=False)
-            close = getattr(old, "close", None)
-            if close is not None:
-                close()
+            close_source(old)
         return source
 
     def load(self, index: int) -> dict[str, Any]:

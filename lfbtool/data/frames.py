@@ -353,6 +353,13 @@ def _indexed_frames(container: Any, stream: Any, first_pts: int, rate: Fraction,
         yield int(round((frame.pts - first_pts) * stream.time_base * rate)), frame
 
 
+def close_source(source: ClipSource) -> None:
+    """Close a reader that holds an open file (a VideoFile's container); frame directories hold none."""
+    close = getattr(source, "close", None)
+    if close is not None:
+        close()
+
+
 def open_source(
     video_id: str,
     *,
@@ -382,4 +389,4 @@ def open_source(
     raise LfbError(f"unknown video id {video_id}: {' and '.join(tried)}")
 
 
-__all__ = ["ClipSource", "FrameDirectory", "VideoFile", "open_source"]
+__all__ = ["ClipSource", "FrameDirectory", "VideoFile", "close_source", "open_source"]
