@@ -13,7 +13,7 @@ from lfbtool import read_embeddings
 from lfbtool.cli import app
 from lfbtool.errors import LfbError
 from lfbtool.models.checkpoint import checkpoint_sha256
-from lfbtool.models.recognizer_factory import build_recognizer
+from lfbtool.testing.checkpoints import random_recognizer_state
 from lfbtool.testing.synthetic import synthetic_frames, write_frame_dir
 from tests.reference import KINETICS_SPATIAL_STRIDE, slowonly_r50_reference
 
@@ -27,13 +27,7 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("embeddings")
     frames = synthetic_frames(8, 32, 40, seed=4)
     write_frame_dir(root / "clip", frames, template=PNG)
-    torch.manual_seed(0)
-    recognizer = build_recognizer("slowonly_r50", num_classes=3).recognizer
-    for module in recognizer.modules():
-        if isinstance(module, torch.nn.BatchNorm3d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-    state = {k: v.clone() for k, v in recognizer.state_dict().items()}
+    state = random_recognizer_state("slowonly_r50", num_classes=3, seed=0)
     torch.save({"state_dict": state}, root / "slowonly.pth")
     return {"root": root, "frames": frames, "state": state}
 

@@ -19,6 +19,7 @@ from lfbtool.data.preprocess import resize_clip
 from lfbtool.errors import LfbError
 from lfbtool.models.recognizer_factory import build_recognizer
 from lfbtool.recognize import RecognizeOptions, load_labels, recognize, resolve_settings
+from lfbtool.testing.checkpoints import random_recognizer_state
 from lfbtool.testing.synthetic import synthetic_frames, write_frame_dir, write_video
 from tests.reference import KINETICS_SPATIAL_STRIDE, slowonly_r50_reference
 
@@ -55,13 +56,7 @@ def data(tmp_path_factory):
     write_frame_dir(root / "clip", frames, template=PNG)
     write_video(root / "clip.mp4", frames, fps=10, lossless=True)
     write_video(root / "short.mp4", frames[:5], fps=10, lossless=True)
-    torch.manual_seed(0)
-    recognizer = build_recognizer("slowonly_r50", num_classes=4).recognizer
-    for module in recognizer.modules():
-        if isinstance(module, torch.nn.BatchNorm3d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-    state = {k: v.clone() for k, v in recognizer.state_dict().items()}
+    state = random_recognizer_state("slowonly_r50", num_classes=4, seed=0)
     torch.save({"meta": {}, "state_dict": state}, root / "slowonly.pth")
     (root / "labels.txt").write_text("walk\nrun\njump\nsit\n")
     return {"root": root, "frames": frames, "state": state}

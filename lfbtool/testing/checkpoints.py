@@ -84,3 +84,18 @@ def make_random_person_detector(path: str | Path, *, name: str = "fasterrcnn_mob
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
     return path
+
+
+def random_recognizer_state(backbone: str = "slowonly_r50", *, num_classes: int, seed: int = 0,
+                            ) -> dict[str, torch.Tensor]:
+    """A random-weight recognizer's state dict in MMAction2's Recognizer3D layout, with non-trivial BN
+    statistics (means in [-0.1, 0.1], variances in [0.5, 1.5]) so every layer matters in a test."""
+    from lfbtool.models.recognizer_factory import build_recognizer
+
+    torch.manual_seed(seed)
+    recognizer = build_recognizer(backbone, num_classes=num_classes).recognizer
+    for module in recognizer.modules():
+        if isinstance(module, torch.nn.BatchNorm3d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    return {k: v.clone() for k, v in recognizer.state_dict().items()}
