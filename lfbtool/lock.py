@@ -58,15 +58,16 @@ def process_alive(pid: int, start: str = "") -> bool:
     """
     if pid <= 0:
         return False
+    others = False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        pass  # another user's process: it exists; /proc says whether it still runs
+        others = True  # another user's process: it exists; /proc says whether it still runs
     fields = _stat_fields(pid)
-    if fields is None:  # gone since the kill, or no /proc (then the kill is all we know)
-        return not Path("/proc/self/stat").exists()
+    if fields is None:  # gone since the kill; or no /proc, or it hides others' processes: trust the kill
+        return others or not Path("/proc/self/stat").exists()
     if fields[0] in _GONE_STATES:
         return False
     return not start or fields[19].decode() == start
