@@ -196,3 +196,33 @@ def test_extract_records_the_concrete_precision(tiny_data, tmp_path, monkeypatch
     info = inspect_bank(out / "lfb_train.h5")
     assert info["config"].get("precision", "fp32") == recorded and "auto" not in str(info["config"].values())
     assert ("precision" in info["config"]) is (recorded != "fp32")
+
+
+@pytest.mark.parametrize(("cpuinfo", "recorded"), [(WITH_BF16, "bf16"), (WITHOUT_BF16, "fp32")],
+                         ids=["with-flags", "without-flags"])
+def test_recognize_auto_records_the_concrete_precision(tmp_path, monkeypatch, cpuinfo, recorded):
+    """The records' settings (and so the --resume fingerprint) hold what ran, never 'auto'."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import lfbtool.precision
+    from lfbtool.cli import app
+    from lfbtool.models.recognizer_factory import build_recognizer
+    from lfbtool.testing.synthetic import synthetic_frames, write_frame_dir
+
+    flags = tmp_path / "cpuinfo"
+    flags.write_text(cpuinfo)
+    monkeypatch.setattr(lfbtool.precision, "CPUINFO", flags)
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "r3d.pth"
+    torch.save(build_recognizer("r3d_18", num_classes=5).recognizer.model.state_dict(), checkpoint)
+    write_frame_dir(tmp_path / "clip", synthetic_frames(8, 32, 40, seed=1))
+    out = tmp_path / "records.jsonl"
+    result = CliRunner().invoke(app, ["recognize", str(tmp_path / "clip"), "--backbone", "r3d_18", "--checkpoint",
+                                      str(checkpoint), "--precision", "auto", "--device", "cpu", "--clip-len", "4",
+                                      "--num-clips", "1", "--json", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"precision {recorded}" in result.stderr and "warning" not in result.stderr
+    record = json.loads(out.read_text().splitlines()[0])
+    assert record["settings"]["precision"] == recorded
