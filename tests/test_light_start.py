@@ -77,6 +77,25 @@ def test_help_and_backbones_json_start_without_torch() -> None:
     assert slowfast["extract_clip"] == {"clip_len": 32, "frame_interval": 2}
 
 
+def test_packages_resolve_their_names_lazily() -> None:
+    """``lfbtool.models`` / ``lfbtool.data`` load names on first use: specs and sampling need no torch,
+    and every name in ``__all__`` resolves."""
+    code = ("import sys, lfbtool.models, lfbtool.data; from lfbtool.models import backbone_spec, list_backbones; "
+            "from lfbtool.data import test_clip_numbers; import lfbtool.config, lfbtool.models.registry; "
+            "assert backbone_spec('s3d').min_frames == 5 and len(list_backbones()) == 9; "
+            "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+    import lfbtool.data
+    import lfbtool.models
+
+    for package in (lfbtool.models, lfbtool.data):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, name
+    with pytest.raises(AttributeError):
+        lfbtool.models.no_such_name  # noqa: B018
+
+
 def test_backbones_fit_80_columns_in_a_pipe() -> None:
     from lfbtool.models import list_backbones
 

@@ -34,8 +34,8 @@ _HOMES = {
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = ["ClipSource", "FrameDirectory", "Keyframe", "Skipped", "VideoFile", "build_keyframes",
-    "crop_windows", "keyframe_clip_numbers", "open_source", "read_annotations", "read_excluded",
-    "read_proposals", "resize_clip", "resized_shape", "scale_boxes", "select_proposals", "test_clip_numbers"]
+           "crop_windows", "keyframe_clip_numbers", "open_source", "read_annotations", "read_excluded",
+           "read_proposals", "resize_clip", "resized_shape", "scale_boxes", "select_proposals", "test_clip_numbers"]
 
 
 def __getattr__(name: str) -> object:

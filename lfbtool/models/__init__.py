@@ -47,9 +47,9 @@ _HOMES = {
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = ["BackboneSpec", "ClipDefaults", "LFBFeatureModel", "LFBHead", "MMACTION_NORMALIZATION",
-    "Normalization", "Normalize", "RoIFeatureExtractor", "TORCHVISION_VIDEO_NORMALIZATION", "TestDefaults",
-    "backbone_spec", "check_finite_weights", "checkpoint_sha256", "create_backbone", "list_backbones",
-    "load_backbone_weights", "read_checkpoint", "register_backbone", "resnet3d", "slowfast", "tv_video"]
+           "Normalization", "Normalize", "RoIFeatureExtractor", "TORCHVISION_VIDEO_NORMALIZATION", "TestDefaults",
+           "backbone_spec", "check_finite_weights", "checkpoint_sha256", "create_backbone", "list_backbones",
+           "load_backbone_weights", "read_checkpoint", "register_backbone", "resnet3d", "slowfast", "tv_video"]
 
 
 def __getattr__(name: str) -> object:
