@@ -91,3 +91,17 @@ def test_storage_entry_of_another_length_is_refused(tmp_path: Path) -> None:
     _rewrite(path, lambda name, data: data[:8] if name.endswith("/data/0") else data)
     with pytest.raises(LfbError, match=r"refused to load: storage '0' holds 8 bytes, its id says 16"):
         load_tensor_archive(path)
+
+
+def test_legacy_torch_file_is_imported_through_torch(tmp_path: Path) -> None:
+    """A file saved as torch did before 1.6 (not a zip) still imports, with the same values."""
+    from lfbtool.bank.reader import FeatureBank
+
+    features = torch.randn(3, 4, generator=torch.Generator().manual_seed(1)).half()
+    path = tmp_path / "lfb_val.pkl"
+    torch.save({"v": {902: features[:2], 903: [features[2]]}}, path, _use_new_zipfile_serialization=False)
+    assert not zipfile.is_zipfile(path)
+    summary = import_mmaction_pkl(path, tmp_path / "lfb_val.h5")
+    assert (summary.mode, summary.keyframes, summary.rows, summary.dtype) == ("val", 2, 3, "float16")
+    with FeatureBank(tmp_path / "lfb_val.h5") as bank:
+        assert torch.equal(bank["v", 902], features[:2]) and torch.equal(bank["v", 903], features[2:])
