@@ -19,11 +19,9 @@ from typing import Any
 
 import tomllib
 
-from lfbtool.choices import KeyframeSource, Pool
-from lfbtool.data.sampling import parse_fps
+from lfbtool.choices import KeyframeSource, Pool, Precision
 from lfbtool.errors import LfbError
 from lfbtool.hashing import file_sha256
-from lfbtool.precision import Precision
 
 
 @dataclass
@@ -179,6 +177,8 @@ def load_toml(path: Path) -> dict[str, Any]:
 def build_config(toml_path: Path | None, overrides: dict[str, Any]) -> ExtractConfig:
     """Defaults, then the TOML file, then every override that is not None (options the user gave);
     ``clip_len``/``frame_interval`` not given anywhere take the backbone's default clip."""
+    from lfbtool.data.sampling import parse_fps  # numpy: not at import, so the CLI starts light
+
     unknown = sorted(set(overrides) - set(OPTION_FIELDS))
     if unknown:
         raise ValueError(f"not extract options: {unknown}")

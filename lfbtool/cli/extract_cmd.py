@@ -8,13 +8,12 @@ from typing import Annotated
 
 import typer
 
-from lfbtool.choices import KeyframeSource, OnConflict, Pool
+from lfbtool.choices import KeyframeSource, OnConflict, Pool, Precision
 from lfbtool.cli.options import PRECISION_HELP, Force
 from lfbtool.config import build_config, default_of
 from lfbtool.console import stdout
 from lfbtool.errors import LfbError
 from lfbtool.keys import key_text
-from lfbtool.precision import Precision
 from lfbtool.runtime import is_main_process
 
 _INPUTS = "Inputs"
@@ -107,6 +106,7 @@ def print_extract_summary(result) -> None:
     rows.append(("videos", str(result.videos)))
     rows.append(("keyframes", f"{result.keyframes} ({result.extracted_now} extracted now, {result.resumed} resumed)"))
     rows.append(("boxes", str(result.boxes)))
+    rows.append(("precision", result.precision))
     if result.extracted_now and result.loop_seconds > 0:
         rate = result.extracted_now / result.loop_seconds
         rows.append(("throughput", f"{rate:.2f} keyframes/s ({result.loop_seconds:.1f} s extracting, "
