@@ -61,16 +61,19 @@ def _plan(size_gb: float, dim: int, inputs: int, layout: str, seed: int) -> list
     return [[k for v in videos[bounds[i] : bounds[i + 1]] for k in v] for i in range(inputs)]
 
 
-def write_inputs(workdir: Path, plan: list[list[tuple[str, int, int]]], dim: int, seed: int) -> tuple[list[Path], list[Path]]:
-    """One bank (BankWriter, streamed) and one MMAction2 shard pickle per input, holding the same rows."""
+def write_inputs(workdir: Path, plan: list[list[tuple[str, int, int]]], dim: int, seed: int,
+                 *, with_pickles: bool = True) -> tuple[list[Path], list[Path]]:
+    """One bank (BankWriter, streamed) and, ``with_pickles``, one MMAction2 shard pickle per input,
+    holding the same rows (only the pickles need torch)."""
     import numpy as np
-    import torch
 
     from lfbtool.bank.writer import BankWriter
 
     rng = np.random.default_rng(seed + 1)
     pool = rng.standard_normal((8192, dim), dtype=np.float32).astype(np.float16)
     boxes = np.tile(np.array([0.1, 0.1, 0.5, 0.9], np.float32), (6, 1))
+    if with_pickles:
+        import torch
     banks, pickles = [], []
     for i, keys in enumerate(plan):
         bank, pickle = workdir / f"bank_{i:02d}.h5", workdir / f"_lfb_train_{i}.pkl"
@@ -81,11 +84,13 @@ def write_inputs(workdir: Path, plan: list[list[tuple[str, int, int]]], dim: int
                 start = int(rng.integers(0, len(pool) - n))
                 rows = pool[start : start + n]
                 writer.append(video, ts, rows, boxes[:n], np.full(n, 0.95, np.float32))
-                shard.setdefault(video, {})[ts] = list(torch.from_numpy(rows.copy()))  # views of one storage
-        torch.save(shard, pickle)
-        del shard
+                if with_pickles:
+                    shard.setdefault(video, {})[ts] = list(torch.from_numpy(rows.copy()))  # views of one storage
         banks.append(bank)
-        pickles.append(pickle)
+        if with_pickles:
+            torch.save(shard, pickle)
+            pickles.append(pickle)
+        del shard
     return banks, pickles
 
 

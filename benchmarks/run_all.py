@@ -1,8 +1,8 @@
 """`make bench`: every benchmark, each in its own process, each printing ratios measured in that run.
 
-Sizes are the issues' targets (merge >= 1 GB, reader >= 1.6 GB); the work files go under
-bench-out/ and are deleted by each benchmark when it is done (bench_decode keeps its generated
-video there, to be reused).
+Sizes are the issues' targets (merge >= 1 GB, reader >= 1.6 GB, start-up merge 2 x 0.7 GB); the
+work files go under bench-out/ and are deleted by each benchmark when it is done (bench_decode keeps
+its generated video there, to be reused).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ HERE = Path(__file__).resolve().parent
 OUT = Path("bench-out")
 
 BENCHMARKS: list[tuple[str, list[str]]] = [
+    ("start-up: lfbtool --help wall time, lfbtool merge peak RSS (two 0.7 GB banks)",
+     ["bench_startup.py", "--size-gb", "0.7", "--workdir", str(OUT / "startup")]),
     ("extract: end to end vs bare forward", ["bench_extract.py", "--workdir", str(OUT / "extract"), "--seconds", "30"]),
     ("merge: streaming vs MMAction2 in-memory", ["bench_merge.py", "--size-gb", "1.0", "--workdir", str(OUT / "merge")]),
     ("reader: FeatureBank vs torch.load pickle", ["bench_reader.py", "--size-gb", "1.6", "--workdir", str(OUT / "reader")]),

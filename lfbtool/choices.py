@@ -62,6 +62,17 @@ class OnConflict(Choice):
     first = "first"
 
 
+class Precision(Choice):
+    """Compute precision of the model forward. fp32: exact (MMAction2 parity, the default); bf16 and
+    fp16: autocast (see lfbtool.precision); auto: bf16 where the hardware computes it natively, else
+    fp32, resolved before anything is recorded (a bank or a record holds the concrete one)."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    auto = "auto"
+
+
 class ExportFormat(Choice):
     """What ``lfbtool export`` writes."""
 

@@ -19,11 +19,9 @@ from typing import Any
 
 import tomllib
 
-from lfbtool.choices import KeyframeSource, Pool
-from lfbtool.data.sampling import parse_fps
+from lfbtool.choices import KeyframeSource, Pool, Precision
 from lfbtool.errors import LfbError
 from lfbtool.hashing import file_sha256
-from lfbtool.precision import Precision
 
 
 @dataclass
@@ -58,8 +56,8 @@ class ExtractConfig:
     detector_weights: str | None = None
     detector_score_threshold: float = 0.5
     max_per_frame: int = 100
-    detector_min_size: int = 800
-    detector_max_size: int = 1333
+    detector_min_size: int | None = None  # None: the detector's own resize, as torchvision defines the model
+    detector_max_size: int | None = None
     # model
     backbone: str = "slowonly_r50"
     checkpoint: Path | None = None
@@ -105,6 +103,7 @@ SELECTION_FIELDS = ("mode", "keyframes", "score_threshold", "whole_frame_fallbac
 _NEW_FIELDS = ("precision", "stride", "detection")
 _POSITIVE = ("stride", "max_per_frame", "detector_min_size", "detector_max_size", "clip_len", "frame_interval", "short_side", "roi_output_size", "batch_size", "segment_size",
              "dist_timeout")
+_MAY_BE_NONE = ("detector_min_size", "detector_max_size")  # None: the detector's own
 _MODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 
 
@@ -178,6 +177,8 @@ def load_toml(path: Path) -> dict[str, Any]:
 def build_config(toml_path: Path | None, overrides: dict[str, Any]) -> ExtractConfig:
     """Defaults, then the TOML file, then every override that is not None (options the user gave);
     ``clip_len``/``frame_interval`` not given anywhere take the backbone's default clip."""
+    from lfbtool.data.sampling import parse_fps  # numpy: not at import, so the CLI starts light
+
     unknown = sorted(set(overrides) - set(OPTION_FIELDS))
     if unknown:
         raise ValueError(f"not extract options: {unknown}")
@@ -211,6 +212,8 @@ def validate(config: ExtractConfig) -> None:
     """Checks across options; the messages name the command-line options (which the TOML keys mirror)."""
     for name in _POSITIVE:
         value = getattr(config, name)
+        if value is None and name in _MAY_BE_NONE:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise LfbError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
     if not _MODE_NAME.fullmatch(config.mode):

@@ -10,14 +10,23 @@ stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def print_error(message: str) -> None:
-    """One line, red when stderr is a terminal, prefixed so it is easy to grep."""
-    line = f"error: {message}".replace("\n", " ")
+def _print_line(prefix: str, message: str, style: str) -> None:
+    line = f"{prefix}: {message}".replace("\n", " ")
     if sys.stderr.isatty():
-        stderr.print(line, style="bold red", markup=False)
+        stderr.print(line, style=style, markup=False)
     else:
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
+
+
+def print_error(message: str) -> None:
+    """One line, red when stderr is a terminal, prefixed so it is easy to grep."""
+    _print_line("error", message, "bold red")
+
+
+def print_warning(message: str) -> None:
+    """One ``warning: ...`` line on stderr, yellow at a terminal: the run goes on."""
+    _print_line("warning", message, "yellow")
 
 
 def progress_bar(label: str, enabled: bool):

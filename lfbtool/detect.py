@@ -46,8 +46,8 @@ class DetectConfig:
     detector_weights: str | None = None
     score_threshold: float = 0.5
     max_per_frame: int = 100
-    min_size: int = 800  # torchvision's internal resize (its defaults)
-    max_size: int = 1333
+    min_size: int | None = None  # the detector's internal resize; None: the model's own (as torchvision defines it)
+    max_size: int | None = None
     keyframes: str = "every-second"
     annotations: Path | None = None
     excluded: Path | None = None
@@ -98,10 +98,12 @@ def resolve_defaults(config: DetectConfig) -> DetectConfig:
         raise LfbError("give --videos-root DIR or --frames-root DIR (where the frames come from)")
     if not 0.0 <= config.score_threshold <= 1.0:
         raise LfbError(f"--score-threshold must be in [0, 1], got {config.score_threshold}")
+    options = {"min_size": "detector-min-size", "max_size": "detector-max-size"}
     for name in ("max_per_frame", "min_size", "max_size", "stride", "clip_len", "frame_interval", "batch_size",
                  "segment_size"):
-        if int(getattr(config, name)) < 1:
-            raise LfbError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
+        value = getattr(config, name)
+        if value is not None and int(value) < 1:
+            raise LfbError(f"--{options.get(name, name.replace('_', '-'))} must be >= 1, got {value}")
     if source == KeyframeSource.annotated and config.annotations is None:
         raise LfbError("--keyframes annotated needs --annotations FILE")
     if source == KeyframeSource.proposals and config.proposals is None:

@@ -24,6 +24,7 @@ from lfbtool.bank.merge import merge_shards
 from lfbtool.bank.outdir import RunPlan, prepare_output
 from lfbtool.choices import KeyframeSource
 from lfbtool.config import ExtractConfig, fingerprint, hash_inputs, resolved_dict
+from lfbtool.console import print_warning
 from lfbtool.data.ava import (
     Keyframe,
     Skipped,
@@ -68,6 +69,7 @@ class ExtractResult:
     size_bytes: int = 0
     world_size: int = 1
     already_complete: bool = False
+    precision: str = "fp32"  # the concrete compute precision (--precision auto resolved)
 
 
 def load_keyframes(config: ExtractConfig) -> tuple[list[Keyframe], list[Skipped]]:
@@ -89,10 +91,13 @@ def clip_settings(config: ExtractConfig) -> ClipSettings:
     )
 
 
-def build_model(config: ExtractConfig, device: torch.device) -> LFBFeatureModel:
+def build_model(config: ExtractConfig, device: torch.device, *, warn: bool = True) -> LFBFeatureModel:
+    """The feature model on ``device``. ``config.precision`` becomes the concrete precision here
+    (``auto`` resolved for the device) before anything records it; ``warn``: print a slow-bf16 warning."""
     if config.checkpoint is None:
         raise LfbError("--checkpoint FILE is needed: the detector backbone whose features go into the bank")
-    precision = check_precision(config.precision, device)
+    precision = check_precision(config.precision, device, warn=print_warning if warn else None)
+    config.precision = precision
     backbone = create_backbone(config.backbone)
     load_backbone_weights(backbone, read_checkpoint(config.checkpoint), source=str(config.checkpoint))
     model = LFBFeatureModel(
@@ -154,7 +159,7 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
         # Everything the user may have got wrong is checked here, before rank 0 writes into OUT:
         # a refused input must not leave an earlier-run record that asks for --resume.
         hash_inputs(config)
-        model = build_model(config, device)
+        model = build_model(config, device, warn=ctx.is_main)
         resolved = resolved_dict(config, checkpoint_sha256(config.checkpoint))
         keyframes, skipped = [], []
         if config.keyframes is not KeyframeSource.every_second:
@@ -176,7 +181,8 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
     dist.agree(ctx, failure)
     if config.keyframes is KeyframeSource.every_second:  # seconds with a whole clip: all inside their videos
         keyframes, skipped, resolved["detection"] = detect_persons_first(config, ctx, show_progress)
-    result = ExtractResult(output=None, shards_dir=directory, skipped=skipped, world_size=ctx.world_size)
+    result = ExtractResult(output=None, shards_dir=directory, skipped=skipped, world_size=ctx.world_size,
+                           precision=str(config.precision))
 
     plan: RunPlan | None = None
     failure = None

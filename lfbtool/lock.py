@@ -2,9 +2,10 @@
 
 The lock is a file created with ``O_CREAT | O_EXCL`` (atomic on local and NFSv3+ filesystems), holding
 the holder's host, pid, process start time and command. A second command on a live OUT is refused
-naming the holder. A holder is *provably dead* only on this host, when its pid is gone (or now runs a
-process started at another time): then the lock is taken over with a note. A holder on another host
-is never presumed dead; its lock is removed by hand (the message says which file).
+naming the holder. A holder is *provably dead* only on this host, when its pid is gone, is a zombie
+(exited, not yet reaped), or now runs a process started at another time: then the lock is taken over
+with a note. A holder on another host is never presumed dead; its lock is removed by hand (the message
+says which file).
 
 Temporary files are named ``<name>.tmp-<host>-<pid>`` (:func:`lfbtool.atomic.temporary_path`);
 :func:`temporary_is_dead` tells which ones a later run may delete.
@@ -25,26 +26,51 @@ from lfbtool.errors import LfbError
 LOCK_NAME = ".lfbtool.lock"
 
 
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` after the command name, or None where it cannot be read.
+
+    The name sits in parentheses and may itself hold spaces and parentheses: split after the last ")".
+    Field 0 is the state, field 19 the start time (clock ticks since boot).
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    fields = stat.rpartition(b")")[2].split()
+    return fields if len(fields) > 19 else None
+
+
 def _start_time(pid: int) -> str:
     """The kernel's start time of ``pid`` (clock ticks since boot), or "" where /proc is absent."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = _stat_fields(pid)
+    return fields[19].decode() if fields else ""
+
+
+#: States of a process that has exited: a zombie (not yet reaped by its parent) or dead ("x" on old kernels).
+_GONE_STATES = (b"Z", b"X", b"x")
 
 
 def process_alive(pid: int, start: str = "") -> bool:
-    """True when ``pid`` runs on this host (and, when ``start`` is known, is the same process)."""
+    """True when ``pid`` runs on this host (and, when ``start`` is known, is the same process).
+
+    A zombie has exited: it only waits for its parent to read its status (a torchrun group killed
+    with SIGKILL leaves some for a while), and ``kill(pid, 0)`` still succeeds on it; it counts as gone.
+    """
     if pid <= 0:
         return False
+    others = False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return not start or not _start_time(pid) or _start_time(pid) == start
+        others = True  # another user's process: it exists; /proc says whether it still runs
+    fields = _stat_fields(pid)
+    if fields is None:  # gone since the kill; or no /proc, or it hides others' processes: trust the kill
+        return others or not Path("/proc/self/stat").exists()
+    if fields[0] in _GONE_STATES:
+        return False
+    return not start or fields[19].decode() == start
 
 
 def temporary_is_dead(path: Path) -> bool:

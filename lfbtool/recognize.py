@@ -8,8 +8,9 @@ while the model runs. An input whose uint8 views would exceed ``memory_budget`` 
 scored in groups of clips instead (same per-view scores, same averaging).
 
 A bad input (unreadable, no frames, too short with ``loop=False``) raises, or with ``keep_going``
-becomes a :class:`VideoResult` with ``error`` set and the loop goes on. Running a whole test set with
-result files, resume and torchrun is :mod:`lfbtool.recognize_job`.
+becomes a :class:`VideoResult` with ``error`` set and the loop goes on. Opening inputs and decoding
+their views is :mod:`lfbtool.recognize_inputs`; running a whole test set with result files, resume
+and torchrun is :mod:`lfbtool.recognize_job`.
 """
 
 from __future__ import annotations
@@ -24,28 +25,21 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from lfbtool.choices import AverageClips, CropMode
-from lfbtool.data.frames import ClipSource, FrameDirectory, VideoFile, close_source
-from lfbtool.data.preprocess import resize_clip, resized_shape
-from lfbtool.data.views import (
-    NUM_CROPS,
-    ClipPlan,
-    cut_crops,
-    plan_clips,
-    resolve_crop_size,
-    windows_for,
-)
+from lfbtool.choices import AverageClips, CropMode, Precision
+from lfbtool.data.frames import close_source
+from lfbtool.data.views import NUM_CROPS, ClipPlan, resolve_crop_size
 from lfbtool.errors import LfbError
 from lfbtool.labels import KINETICS400, load_labels, top_k
 from lfbtool.models.recognizers import BaseRecognizer, average_clip, check_max_testing_views
-from lfbtool.precision import Precision, check_precision
+from lfbtool.precision import check_precision
+from lfbtool.recognize_inputs import decode_clips, expand_inputs, open_input, plan_for, video_views
 
 #: Default bound on one input's decoded uint8 views (``--memory-budget``).
 DEFAULT_MEMORY_BUDGET = 1 << 30
 
 __all__ = [
-    "KINETICS400", "RecognizeOptions", "TestSettings", "VideoResult", "expand_inputs", "load_labels", "recognize",
-    "resolve_settings", "top_k", "video_views",
+    "KINETICS400", "RecognizeOptions", "TestSettings", "VideoResult", "expand_inputs", "load_labels", "open_input",
+    "recognize", "resolve_settings", "top_k", "video_views",
 ]
 
 @dataclass(frozen=True)
@@ -166,75 +160,6 @@ def resolve_settings(recognizer: BaseRecognizer, options: RecognizeOptions) -> T
         if value < 1:
             raise LfbError(f"--{flag} must be >= 1, got {value}")
     return settings
-
-
-def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Paths as given, with ``@list.txt`` replaced by its lines (blank lines and ``#`` comments skipped;
-    relative paths are relative to the current directory, as in the shell)."""
-    paths: list[Path] = []
-    for item in inputs:
-        text = str(item)
-        if not text.startswith("@"):
-            paths.append(Path(text))
-            continue
-        listing = Path(text[1:])
-        try:
-            lines = listing.read_text(encoding="utf-8").splitlines()
-        except OSError as error:
-            raise LfbError(f"{listing}: cannot read input list ({error.strerror or error})") from error
-        paths.extend(
-            Path(line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")
-        )
-    if not paths:
-        raise LfbError("no inputs: give video files, frame directories or @list.txt")
-    return paths
-
-
-def open_input(path: Path, settings: TestSettings) -> ClipSource:
-    """A frame directory when ``path`` is a directory, else a video file."""
-    if path.is_dir():
-        return FrameDirectory(path, template=settings.template, start_index=settings.start_index)
-    if not path.exists():
-        raise LfbError(f"{path}: no such video file or frame directory")
-    return VideoFile(path, start_index=settings.start_index)
-
-
-def plan_for(source: ClipSource, settings: TestSettings) -> ClipPlan:
-    """The input's test clips; a too-short input is an error when looping is off."""
-    total = source.num_frames
-    if total < 1:
-        raise LfbError(f"{source.path}: no frames (frame directories must match {settings.template})")
-    plan = plan_clips(
-        total,
-        clip_len=settings.clip_len,
-        interval=settings.frame_interval,
-        num_clips=settings.num_clips,
-        start_index=settings.start_index,
-    )
-    if plan.looped and not settings.loop:
-        raise LfbError(
-            f"{source.path}: {plan.total} frames is shorter than one clip ({plan.span} frames) and --no-loop is set"
-        )
-    return plan
-
-
-def decode_clips(source: ClipSource, plan: ClipPlan, settings: TestSettings, clips: range) -> Tensor:
-    """uint8 crops of the clips in ``clips``: ``[num_crops, len(clips), 3, T, crop, crop]``."""
-    per_clip = []
-    for c in clips:
-        frames = source.read(plan.numbers[c].tolist())
-        height, width = int(frames.shape[1]), int(frames.shape[2])
-        clip = resize_clip(frames, resized_shape(height, width, settings.short_side))
-        per_clip.append(
-            cut_crops(clip, windows_for(clip.shape[-2], clip.shape[-1], settings.crop_size, settings.crops))
-        )
-    return torch.stack(per_clip, dim=1)
-
-
-def video_views(source: ClipSource, settings: TestSettings) -> tuple[Tensor, ClipPlan]:
-    """uint8 views ``[num_crops * num_clips, 3, T, crop, crop]`` (crop-major) of one input."""
-    plan = plan_for(source, settings)
-    return decode_clips(source, plan, settings, range(plan.num_clips)).flatten(0, 1), plan
 
 
 @dataclass
@@ -364,8 +289,7 @@ def recognize(
     """
     paths = expand_inputs(inputs)
     device = torch.device(device)
-    check_precision(settings.precision, device)
-    recognizer.eval().to(device).set_precision(settings.precision)
+    recognizer.eval().to(device).set_precision(check_precision(settings.precision, device))
     lookahead = settings.batch_videos + 1
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lfbtool-decode") as pool:
         pending: deque[tuple[int, Future[_Prepared]]] = deque()

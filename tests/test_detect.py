@@ -2,7 +2,12 @@
 
 A folder of two own videos (8 fps, 5 s, 48x64, lossless) and a random-weight
 fasterrcnn_mobilenet_v3_large_320_fpn checkpoint whose person logit is raised so persons are found;
-the detector runs at 64 px. Clip 4 x 2: second t is whole for t = 1..4 (centre frame 8t + 1 + 1).
+the detector runs at 64 px unless a test says otherwise. Clip 4 x 2: second t is whole for t = 1..4
+(centre frame 8t + 1 + 1).
+
+Random weights make the boxes depend little on the image (mostly anchors, one score): two frames can
+give the same boxes. So which frame is detected on is checked on the frames handed to the detector,
+exactly, and never inferred from boxes differing.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ class OwnVideos:
     def args(self, out: Path, *extra: str) -> list[str]:
         return ["detect", "--out", str(out), "--videos-root", str(self.videos), "--detector", DETECTOR,
                 "--detector-checkpoint", str(self.checkpoint), "--clip-len", "4", "--frame-interval", "2",
-                "--min-size", "64", "--max-size", "64", "--max-per-frame", "3", "--segment-size", "2",
+                "--detector-min-size", "64", "--detector-max-size", "64", "--max-per-frame", "3", "--segment-size", "2",
                 "--device", "cpu", *extra]
 
 
@@ -83,6 +88,15 @@ def torchvision_persons(model, frame: np.ndarray, threshold: float, limit: int) 
     return torch.cat([boxes, scores[:, None]], 1).numpy()
 
 
+def detect_in_process(own: OwnVideos, out: Path, **options):
+    """``run_detect`` called as a library (no new process), on the test videos."""
+    from lfbtool.detect import DetectConfig, run_detect
+
+    settings = dict(videos_root=own.videos, detector=DETECTOR, detector_checkpoint=own.checkpoint, clip_len=4,
+                    frame_interval=2, max_per_frame=3, device="cpu")
+    return run_detect(DetectConfig(out=out, **{**settings, **options}), show_progress=False)
+
+
 def test_detect_gives_torchvision_boxes_at_the_centre_frame(own, reference):
     import torchvision
 
@@ -92,7 +106,6 @@ def test_detect_gives_torchvision_boxes_at_the_centre_frame(own, reference):
     found = read_proposals(reference)
     expected_keys = [(v, t) for v in VIDEOS for t in range(1, 5)]  # whole clips of 4 x 2 in 40 frames
     assert sorted(found) == expected_keys
-    differs_from_neighbour = 0
     for video in VIDEOS:
         frames = decoded_frames(own.videos / f"{video}.mp4")
         for t in range(1, 5):
@@ -100,17 +113,104 @@ def test_detect_gives_torchvision_boxes_at_the_centre_frame(own, reference):
             expected = torchvision_persons(model, frames[index], 0.5, 3)
             assert len(expected) == 3
             assert np.array_equal(found[(video, t)], expected), (video, t)
-            neighbour = torchvision_persons(model, frames[index - 1], 0.5, 3)
-            differs_from_neighbour += not np.array_equal(neighbour, expected)
-    assert differs_from_neighbour == len(expected_keys)  # a wrong frame would be caught
     sidecar = json.loads(Path(f"{reference}.json").read_text())
     settings = sidecar["settings"]
     assert settings["detector"] == DETECTOR
     assert settings["detector_checkpoint_sha256"] == hashlib.sha256(own.checkpoint.read_bytes()).hexdigest()
-    assert (settings["score_threshold"], settings["max_per_frame"], settings["min_size"]) == (0.5, 3, 64)
+    assert (settings["score_threshold"], settings["max_per_frame"]) == (0.5, 3)
+    assert (settings["min_size"], settings["max_size"]) == (64, 64)  # as given
     assert (settings["fps"], settings["timestamp_start"]) == ("auto", 0)
     assert sidecar["keyframes"] == 8 and sidecar["boxes"] == 24
     assert not Path(f"{reference}.parts").exists()
+
+
+def test_the_detector_sees_exactly_the_centre_frame(own, reference, tmp_path, monkeypatch):
+    """The images handed to the detector are the decoded centre frames, bit for bit, and each differs
+    from both neighbours (the videos change every frame): reading a neighbour would fail here."""
+    import lfbtool.detect
+
+    seen: list[np.ndarray] = []
+    original = lfbtool.detect.detect_persons
+
+    def spy(model, frames, *args, **kwargs):
+        seen.extend(frame.numpy().copy() for frame in frames)
+        return original(model, frames, *args, **kwargs)
+
+    monkeypatch.setattr(lfbtool.detect, "detect_persons", spy)
+    out = tmp_path / "boxes.pkl"
+    detect_in_process(own, out, min_size=64, max_size=64)
+    centre = []
+    for video in VIDEOS:
+        frames = decoded_frames(own.videos / f"{video}.mp4")
+        for t in range(1, 5):
+            index = FPS * t + 1
+            assert not np.array_equal(frames[index], frames[index - 1])
+            assert not np.array_equal(frames[index], frames[index + 1])
+            centre.append(frames[index])
+    assert len(seen) == len(centre) and all(np.array_equal(a, b) for a, b in zip(seen, centre, strict=True))
+    assert out.read_bytes() == reference.read_bytes()  # in-process run, same boxes as the CLI's
+
+
+@pytest.mark.parametrize(("name", "sizes"), [("fasterrcnn_mobilenet_v3_large_320_fpn", (320, 640)),
+                                             ("fasterrcnn_mobilenet_v3_large_fpn", (800, 1333))])
+def test_each_detector_runs_at_its_own_size(own, tmp_path, name, sizes):
+    """Without size options, detect equals torchvision's model as get_model builds it (320/640 for the
+    320 model, 800/1333 for the other), and the sidecar records the sizes used."""
+    import torchvision
+
+    checkpoint = person_checkpoint(tmp_path / "detector.pth", name=name)
+    listing = tmp_path / "videos.txt"
+    listing.write_text(f"{VIDEOS[0]}\n")
+    out = tmp_path / "boxes.pkl"
+    detect_in_process(own, out, detector=name, detector_checkpoint=checkpoint, video_list=listing, stride=2)
+    found = read_proposals(out)
+    assert sorted(found) == [(VIDEOS[0], 2), (VIDEOS[0], 4)]
+    state = torch.load(checkpoint, weights_only=True)
+    model = torchvision.models.get_model(name, weights=None, weights_backbone=None)
+    model.load_state_dict(state)
+    model.eval()
+    assert (model.transform.min_size[-1], model.transform.max_size) == sizes  # torchvision's definition
+    frames = decoded_frames(own.videos / f"{VIDEOS[0]}.mp4")
+    centre = [frames[FPS * t + 1] for t in (2, 4)]
+    for t, frame in zip((2, 4), centre, strict=True):
+        expected = torchvision_persons(model, frame, 0.5, 3)
+        assert len(expected) == 3 and np.array_equal(found[(VIDEOS[0], t)], expected), t
+    settings = json.loads(Path(f"{out}.json").read_text())["settings"]
+    assert (settings["detector"], settings["min_size"], settings["max_size"]) == (name, *sizes)
+    if sizes != (800, 1333):  # the 320 model at 800/1333 (what lfbtool used to do) gives other boxes
+        at_800 = torchvision.models.get_model(name, weights=None, weights_backbone=None, min_size=800, max_size=1333)
+        at_800.load_state_dict(state)
+        at_800.eval()
+        assert not all(np.array_equal(torchvision_persons(at_800, frame, 0.5, 3), found[(VIDEOS[0], t)])
+                       for t, frame in zip((2, 4), centre, strict=True))
+
+
+def test_sizes_of_every_torchvision_detector():
+    """Each registered detector's own sizes are read off the built model; given sizes replace them;
+    SSD models (a fixed square input) refuse them in one line. Built on the meta device: no weights."""
+    import torchvision
+
+    from lfbtool.errors import LfbError
+    from lfbtool.models.detector import build_detector, detector_names, has_fixed_size, input_sizes
+
+    own_sizes = {"fasterrcnn_mobilenet_v3_large_320_fpn": (320, 640), "ssd300_vgg16": (300, 300),
+                 "ssdlite320_mobilenet_v3_large": (320, 320)}  # torchvision's docs; 800/1333 for the rest
+    names = detector_names()
+    assert {"fcos_resnet50_fpn", "keypointrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn", "retinanet_resnet50_fpn",
+            "ssd300_vgg16", "ssdlite320_mobilenet_v3_large"} <= set(names)
+    with torch.device("meta"):
+        for name in names:
+            plain = torchvision.models.get_model(name, weights=None, weights_backbone=None)
+            assert has_fixed_size(name) == (plain.transform.fixed_size is not None), name
+            assert input_sizes(build_detector(name)) == own_sizes.get(name, (800, 1333)), name
+            if has_fixed_size(name):
+                for given in ({"min_size": 64}, {"max_size": 96}):
+                    with pytest.raises(LfbError, match=f"do not apply to {name}: SSD models") as refused:
+                        build_detector(name, **given)
+                    assert "\n" not in str(refused.value)
+            else:
+                assert input_sizes(build_detector(name, min_size=64, max_size=96)) == (64, 96), name
+                assert input_sizes(build_detector(name, min_size=64)) == (64, own_sizes.get(name, (800, 1333))[1])
 
 
 def test_csv_output_round_trips_to_the_same_keyframes(own, reference, tmp_path):

@@ -15,6 +15,7 @@ from lfbtool.precision import (
     autocast,
     channels_last,
     check_precision,
+    cpu_native_bf16,
     prepare_model,
     run_backbone,
 )
@@ -29,6 +30,11 @@ def damped_slowonly(seed: int = 1) -> torch.nn.Module:
     return damp_residual_branches(model).eval()
 
 
+# /proc/cpuinfo as an AMX Xeon and as an AVX2-only EPYC show it (flags cut short)
+WITH_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n\nprocessor\t: 1\n"
+WITHOUT_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma bmi2\nbugs\t\t: avx512_bf16_is_not_a_flag\n"
+
+
 @pytest.fixture(scope="module")
 def backbone():
     return damped_slowonly()
@@ -36,8 +42,8 @@ def backbone():
 
 def test_option_parses_and_refuses(monkeypatch):
     assert check_precision("fp32", "cpu") is Precision.fp32
-    assert check_precision("bf16", "cpu") is Precision.bf16
-    with pytest.raises(LfbError, match=r"^--precision must be one of fp32, bf16, fp16, got 'half'$"):
+    assert check_precision("bf16", "cpu", cpuinfo=WITH_BF16) is Precision.bf16
+    with pytest.raises(LfbError, match=r"^--precision must be one of fp32, bf16, fp16, auto, got 'half'$"):
         check_precision("half", "cpu")
     with pytest.raises(LfbError, match=r"^--precision fp16 needs a CUDA device, not cpu; use bf16 or fp32"):
         check_precision("fp16", "cpu")
@@ -130,8 +136,93 @@ def test_resume_with_another_precision_is_refused(tiny_data, tmp_path):
     first = run_lfbtool(tiny_data.extract_args(out, "--no-merge", "--device", "cpu"))
     assert first.returncode == 0, first.stderr
     again = run_lfbtool(tiny_data.extract_args(out, "--resume", "--precision", "bf16", "--device", "cpu"))
-    assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1, again.stderr
+    errors = [line for line in again.stderr.strip().splitlines() if not line.startswith("warning: ")]
+    assert again.returncode == 2 and len(errors) == 1, again.stderr  # (a CPU without bf16 also warns)
     assert "refusing to resume with other settings" in again.stderr and "precision" in again.stderr
     assert not (out / "lfb_train.h5").exists()
     refused = run_lfbtool(tiny_data.extract_args(tmp_path / "o2", "--precision", "fp16", "--device", "cpu"))
     assert refused.returncode == 2 and "--precision fp16 needs a CUDA device" in refused.stderr
+
+
+def test_auto_is_bf16_only_with_native_bf16_flags(monkeypatch):
+    assert cpu_native_bf16(WITH_BF16) and not cpu_native_bf16(WITHOUT_BF16) and not cpu_native_bf16("")
+    assert cpu_native_bf16("flags\t: avx2 avx512_bf16\n") and cpu_native_bf16("flags : amx_bf16\n")
+    assert check_precision("auto", "cpu", cpuinfo=WITH_BF16) is Precision.bf16
+    assert check_precision("auto", "cpu", cpuinfo=WITHOUT_BF16) is Precision.fp32
+    assert check_precision(Precision.auto, torch.device("cpu"), cpuinfo=WITHOUT_BF16) is Precision.fp32
+    # CUDA: compute capability 8.0 on computes bf16 natively; a V100 emulates it
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    for native in (True, False):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, n=native: n)
+        expected = Precision.bf16 if native else Precision.fp32
+        assert check_precision("auto", "cuda:0", cpuinfo=WITHOUT_BF16) is expected
+    with pytest.raises(ValueError, match="resolved with check_precision"):
+        run_backbone(torch.nn.Identity(), torch.zeros(1), "auto")
+
+
+def test_explicit_bf16_warns_only_without_native_bf16():
+    warnings: list[str] = []
+    assert check_precision("bf16", "cpu", cpuinfo=WITHOUT_BF16, warn=warnings.append) is Precision.bf16
+    assert len(warnings) == 1 and "slower than fp32" in warnings[0] and "\n" not in warnings[0]
+    check_precision("bf16", "cpu", cpuinfo=WITH_BF16, warn=warnings.append)
+    check_precision("auto", "cpu", cpuinfo=WITHOUT_BF16, warn=warnings.append)
+    check_precision("fp32", "cpu", cpuinfo=WITHOUT_BF16, warn=warnings.append)
+    assert len(warnings) == 1
+
+
+@pytest.mark.parametrize(("cpuinfo", "option", "recorded", "warned"), [
+    (WITH_BF16, "auto", "bf16", False),
+    (WITHOUT_BF16, "auto", "fp32", False),
+    (WITHOUT_BF16, "bf16", "bf16", True),
+], ids=["auto-with-flags", "auto-without-flags", "bf16-without-flags"])
+def test_extract_records_the_concrete_precision(tiny_data, tmp_path, monkeypatch, cpuinfo, option, recorded, warned):
+    """The bank's config and the summary hold what ran (auto resolved); fp32 banks leave it out, so an
+    auto run that ran fp32 has the fingerprint of an fp32 run."""
+    from typer.testing import CliRunner
+
+    import lfbtool.precision
+    from lfbtool.bank.inspect import inspect_bank
+    from lfbtool.cli import app
+
+    flags = tmp_path / "cpuinfo"
+    flags.write_text(cpuinfo)
+    monkeypatch.setattr(lfbtool.precision, "CPUINFO", flags)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, tiny_data.extract_args(out, "--precision", option, "--device", "cpu"))
+    assert result.exit_code == 0, result.output
+    assert f"precision  {recorded}" in result.stdout
+    assert ("warning: --precision bf16: this CPU has no native bf16" in result.stderr) is warned, result.stderr
+    info = inspect_bank(out / "lfb_train.h5")
+    assert info["config"].get("precision", "fp32") == recorded and "auto" not in str(info["config"].values())
+    assert ("precision" in info["config"]) is (recorded != "fp32")
+
+
+@pytest.mark.parametrize(("cpuinfo", "recorded"), [(WITH_BF16, "bf16"), (WITHOUT_BF16, "fp32")],
+                         ids=["with-flags", "without-flags"])
+def test_recognize_auto_records_the_concrete_precision(tmp_path, monkeypatch, cpuinfo, recorded):
+    """The records' settings (and so the --resume fingerprint) hold what ran, never 'auto'."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import lfbtool.precision
+    from lfbtool.cli import app
+    from lfbtool.models.recognizer_factory import build_recognizer
+    from lfbtool.testing.synthetic import synthetic_frames, write_frame_dir
+
+    flags = tmp_path / "cpuinfo"
+    flags.write_text(cpuinfo)
+    monkeypatch.setattr(lfbtool.precision, "CPUINFO", flags)
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "r3d.pth"
+    torch.save(build_recognizer("r3d_18", num_classes=5).recognizer.model.state_dict(), checkpoint)
+    write_frame_dir(tmp_path / "clip", synthetic_frames(8, 32, 40, seed=1))
+    out = tmp_path / "records.jsonl"
+    result = CliRunner().invoke(app, ["recognize", str(tmp_path / "clip"), "--backbone", "r3d_18", "--checkpoint",
+                                      str(checkpoint), "--precision", "auto", "--device", "cpu", "--clip-len", "4",
+                                      "--num-clips", "1", "--json", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"precision {recorded}" in result.stderr and "warning" not in result.stderr
+    record = json.loads(out.read_text().splitlines()[0])
+    assert record["settings"]["precision"] == recorded

@@ -1,25 +1,35 @@
 """Crash safety: SIGKILL during a forward, and between a segment's write and its rename; then --resume
 with another number of processes gives the uninterrupted bank, every keyframe extracted exactly once.
+A run killed and not yet reaped (a zombie still holding the lock) does not block the resume.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from lfbtool.bank.verify import check_bank
+from lfbtool.lock import LOCK_NAME
 from tests.conftest import SEGMENT, run_lfbtool
 from tests.extract_runs import (
     CRASH_RUNNER,
     assert_same_bank,
+    child_env,
     expected_keys,
     run,
     segments,
     summary_counts,
     torchrun_command,
 )
+from tests.test_lock import proc_state, wait_for_state
+
+FAULT_RUNNER = Path(__file__).with_name("fault_runner.py")
 
 
 def assert_extracted_exactly_once(out: Path, keys: list, resume_stdout: str, attempt: int = 2) -> None:
@@ -120,3 +130,37 @@ def test_kill_before_the_bank_rename_then_resume(tiny_data, reference, tmp_path)
     assert summary_counts(resumed.stdout) == (len(keys), 0, len(keys))
     assert_same_bank(reference, out / "lfb_train.h5")
     assert sorted(p.name for p in out.iterdir()) == ["lfb_train.h5"]  # no temporary, shards merged and removed
+
+
+def test_killed_run_not_yet_reaped_does_not_block_the_resume(tiny_data, reference, tmp_path) -> None:
+    """The holder is SIGKILLed inside its 4th forward and left a zombie (its parent, this test, does not
+    wait for it): its lock and its live temporary count as gone, and --resume completes the bank."""
+    out, pause = tmp_path / "out", tmp_path / "pause"
+    pause.mkdir()
+    args = tiny_data.extract_args(out, *SEGMENT)
+    holder = subprocess.Popen([sys.executable, str(FAULT_RUNNER), *args], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, env=child_env(LFB_FAULT="pause", LFB_FAULT_N="4",
+                                                                    LFB_PAUSE_DIR=str(pause)))
+    try:
+        deadline = time.time() + 300
+        while not (pause / "paused").exists() and holder.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert (pause / "paused").exists(), holder.communicate()
+        assert json.loads((out / LOCK_NAME).read_text())["pid"] == holder.pid
+        os.kill(holder.pid, signal.SIGKILL)
+        assert wait_for_state(holder.pid, "Z") == "Z"  # dead, not reaped: kill(pid, 0) still succeeds
+        keys = expected_keys(tiny_data.example)
+        assert segments(out / "shards") == {"train-a001-r00000-s000000.h5": keys[:2]}
+        assert [p.name.split(".tmp-")[1] for p in (out / "shards").glob("*.tmp-*")] == [
+            f"{socket.gethostname()}-{holder.pid}"]  # the zombie's segment 1, never finished
+        resumed = run_lfbtool(args + ["--resume", "--keep-shards"])
+        assert proc_state(holder.pid) == "Z"  # still unreaped while the resume ran
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait()
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"took over the lock of lfbtool extract --mode train (pid {holder.pid}" in resumed.stderr
+    assert_same_bank(reference, out / "lfb_train.h5")
+    assert_extracted_exactly_once(out, keys, resumed.stdout)  # the zombie's temporary was removed
+    assert not (out / LOCK_NAME).exists()

@@ -3,6 +3,9 @@
 Both read the bank one video at a time. The pickle must still be built whole in memory before
 ``torch.save`` (that is the format MMAction2's ``LFB`` loads); the npz directory never holds more
 than one video. Outputs appear under their name only when complete.
+
+Only the pickle needs torch (``torch.save`` writes it, tensors and all), so torch is imported there
+and nowhere else: ``export --format npz-dir`` reads the bank with h5py and numpy alone.
 """
 
 from __future__ import annotations
@@ -10,13 +13,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from lfbtool.atomic import atomic_write
-from lfbtool.bank.reader import FeatureBank
+from lfbtool.bank.bank_file import BankFile
 from lfbtool.errors import LfbError
+
+if TYPE_CHECKING:
+    import torch
+
+    from lfbtool.bank.reader import FeatureBank
 
 MANIFEST = "bank.json"
 
@@ -52,6 +60,10 @@ def mmaction_dict(bank: FeatureBank) -> dict[str, dict[int, torch.Tensor]]:
 
 def export_mmaction_pkl(bank_path: str | Path, out: str | Path, *, overwrite: bool = False) -> ExportSummary:
     """Write ``out`` (e.g. ``lfb_train.pkl``) for MMAction2's ``LFB(lfb_prefix_path=...)``."""
+    import torch
+
+    from lfbtool.bank.reader import FeatureBank
+
     out = Path(out)
     _refuse_existing(out, overwrite)
     with FeatureBank(bank_path) as bank:
@@ -81,23 +93,25 @@ def export_npz_dir(bank_path: str | Path, out_dir: str | Path, *, overwrite: boo
         raise LfbError(f"{out_dir}: already holds .npz files; pass --force to replace them")
     out_dir.mkdir(parents=True, exist_ok=True)
     keyframes = rows_total = 0
-    with FeatureBank(bank_path) as bank:
+    bank = BankFile(bank_path)
+    try:
         videos = bank.videos
         names = {video: _npz_name(video, Path(bank_path)) for video in videos}
         for video in videos:
             rows = bank.read_video(video, with_boxes=True)
-            assert rows.boxes is not None and rows.scores is not None
             arrays = {
-                "features": rows.features.numpy(),
+                "features": rows.features,
                 "timestamps": rows.timestamps.astype(np.int32),
                 "key_row_offsets": rows.row_offsets.astype(np.int64),
-                "boxes": rows.boxes.numpy(),
-                "scores": rows.scores.numpy(),
+                "boxes": rows.boxes,
+                "scores": rows.scores,
             }
             atomic_write(out_dir / names[video], lambda handle, a=arrays: np.savez(handle, **a))
             keyframes += len(rows.timestamps)
             rows_total += int(rows.features.shape[0])
-        manifest = {"bank": str(bank_path), **bank.attrs[0], "videos": videos}
+        manifest = {"bank": str(bank_path), **bank.attrs, "videos": videos}
+    finally:
+        bank.close()
     text = json.dumps(manifest, indent=1).encode()
     atomic_write(out_dir / MANIFEST, lambda handle: handle.write(text))
     return ExportSummary(out_dir, len(videos), keyframes, rows_total)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from lfbtool.bank.reader import BankFile, BankKeyError
+from lfbtool.bank.bank_file import BankFile, BankKeyError
 from lfbtool.keys import key_text
 
 

@@ -3,25 +3,28 @@
 MMAction2 writes ``{video_id: {timestamp: [tensor[C], ...]}}`` (``LFBInferHead``) and reads tensors
 ``[n, C]`` too; both are accepted, as is a single ``[C]`` tensor. The pickle holds no boxes or
 scores, so the bank gets NaN for both ("unknown"). Rows go through :class:`BankWriter`, the one
-writer of the format, in sorted key order.
+writer of the format, in sorted key order. The pickle is read without torch
+(:mod:`lfbtool.bank.tensor_archive`); only a legacy file from before torch 1.6 (not a zip) is read
+with torch, through the same restricted unpickler.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
-import torch
 
+from lfbtool.bank.tensor_archive import StoredTensor, load_tensor_archive
 from lfbtool.bank.writer import BankWriter
 from lfbtool.errors import LfbError
 from lfbtool.keys import key_text
 
-_DTYPES = {torch.float16: "float16", torch.float32: "float32"}
+_DTYPES = {"torch.float16": "float16", "torch.float32": "float32"}
 
 
 @dataclass(frozen=True)
@@ -41,15 +44,32 @@ def mode_from_name(path: Path) -> str | None:
     return match.group(1) if match else None
 
 
-def load_mmaction_pkl(path: str | Path) -> Any:
-    """Tensors and plain containers only, read by the bounded restricted loader (no code, no pickle bombs)."""
+def _legacy_load(path: Path) -> Any:
+    """A pre-1.6 (not zip) ``torch.save`` file, read with torch; tensors become :class:`StoredTensor`."""
+    import torch
+
     from lfbtool.safe_pickle import torch_load
 
+    def convert(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            numeric = value.dtype in (torch.float16, torch.float32, torch.float64)
+            return StoredTensor(str(value.dtype), tuple(value.shape), value.detach().numpy() if numeric else None)
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(convert(v) for v in value)
+        return value
+
+    return convert(torch_load(path, allow_unknown_classes=False))
+
+
+def load_mmaction_pkl(path: str | Path) -> Any:
+    """Tensors and plain containers only, read by the bounded restricted loader (no code, no pickle bombs)."""
     path = Path(path)
     if not path.is_file():
         raise LfbError(f"{path}: no such file")
     try:
-        return torch_load(path, allow_unknown_classes=False)
+        return load_tensor_archive(path) if zipfile.is_zipfile(path) else _legacy_load(path)
     except LfbError as error:
         text = str(error)
         found = re.search(r"the pickle references (\S+), which is not plain data", text)
@@ -69,34 +89,38 @@ class _Checker:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.dim: int | None = None
-        self.dtype: torch.dtype | None = None
+        self.dtype: str | None = None
 
     def rows(self, video: str, ts: int, value: Any) -> np.ndarray:
         key = key_text(video, ts)
-        if isinstance(value, torch.Tensor):
-            tensors, stacked = [value], value if value.dim() == 2 else value.reshape(1, -1)
+        if isinstance(value, StoredTensor):
+            tensors = [value]
             if value.dim() not in (1, 2):
-                self._fail(key, f"a tensor of shape {tuple(value.shape)}; expected [n, C] or [C]")
+                self._fail(key, f"a tensor of shape {value.shape}; expected [n, C] or [C]")
         elif isinstance(value, (list, tuple)):
             tensors = list(value)
-            if not all(isinstance(t, torch.Tensor) and t.dim() == 1 for t in tensors):
+            if not all(isinstance(t, StoredTensor) and t.dim() == 1 for t in tensors):
                 self._fail(key, "a list that is not of 1-D feature tensors [C]")
             if len({t.shape[0] for t in tensors}) > 1:
                 self._fail(key, "feature vectors of different lengths")
-            stacked = torch.stack(tensors) if tensors else None
         else:
             self._fail(key, f"a {type(value).__name__}; expected a tensor [n, C] or a list of tensors [C]")
         for tensor in tensors:
             self._dtype(key, tensor.dtype)
-        if stacked is None:  # an empty list: no features at this second
+        if not tensors:  # an empty list: no features at this second
             return np.zeros((0, self.dim or 0), dtype=np.float32)
+        arrays = [t.array for t in tensors]  # float16/float32: numpy has both
+        if isinstance(value, StoredTensor):
+            stacked = arrays[0] if value.dim() == 2 else arrays[0].reshape(1, -1)
+        else:
+            stacked = np.stack(arrays)
         if self.dim is None:
             self.dim = int(stacked.shape[1])
         elif stacked.shape[1] != self.dim:
             self._fail(key, f"features of length {stacked.shape[1]}, other keys have {self.dim}")
-        return stacked.detach().numpy()
+        return stacked
 
-    def _dtype(self, key: str, dtype: torch.dtype) -> None:
+    def _dtype(self, key: str, dtype: str) -> None:
         if dtype not in _DTYPES:
             self._fail(key, f"dtype {dtype}; a bank stores float16 or float32")
         if self.dtype is None:

@@ -12,26 +12,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import h5py
 import numpy as np
 import torch
 
-from lfbtool.bank import format as fmt
+from lfbtool.bank.bank_file import BankFile, BankKeyError
 from lfbtool.errors import LfbError
 from lfbtool.keys import key_text
 
 PathLike = str | os.PathLike
 
-# HDF5's chunk cache only helps when chunks are re-read; window reads are random and the rows of a
-# window are contiguous, so reading the selection straight from the file is faster and keeps RSS low.
-_CHUNK_CACHE_BYTES = 0
-
-
-class BankKeyError(LfbError, KeyError):
-    """An unknown video or key: a ``KeyError`` for code, one plain line for the CLI."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
+__all__ = ["BankEntry", "BankKeyError", "FeatureBank", "VideoRows", "parse_key"]
 
 
 class BankEntry(NamedTuple):
@@ -50,39 +40,6 @@ class VideoRows(NamedTuple):
     features: torch.Tensor  # [n, C] stored dtype
     boxes: torch.Tensor | None  # [n, 4] float32 when asked for
     scores: torch.Tensor | None  # [n] float32 when asked for
-
-
-class BankFile:
-    """One open bank file: its h5py handle, root attributes and in-memory index, checked on open."""
-
-    def __init__(self, path: PathLike) -> None:
-        self.path = Path(path)
-        self.h5 = fmt.open_bank(self.path, chunk_cache_bytes=_CHUNK_CACHE_BYTES)
-        try:
-            index = fmt.read_checked_index(self.h5, str(self.path))
-        except BaseException:
-            self.h5.close()
-            raise
-        self.attrs: dict[str, Any] = index.attrs
-        self.feature_dim = index.feature_dim
-        self.videos: list[str] = index.videos
-        self.video_key_offsets = index.video_key_offsets
-        self.timestamps = index.timestamps
-        self.key_row_offsets = index.key_row_offsets
-        self.features, self.boxes, self.scores = (self.h5[name] for name in fmt.ROW_DATASETS)
-        self.video_index = {video: i for i, video in enumerate(self.videos)}
-
-    def rows(self, data: h5py.Dataset, start: int, stop: int) -> np.ndarray:
-        """Rows of /features, /boxes or /scores; a damaged chunk is an LfbError, never wrong numbers."""
-        return fmt.read_rows(data, start, stop, str(self.path))
-
-    def key_range(self, video_id: str) -> tuple[int, int]:
-        v = self.video_index[video_id]
-        return int(self.video_key_offsets[v]), int(self.video_key_offsets[v + 1])
-
-    def close(self) -> None:
-        if self.h5.id.valid:
-            self.h5.close()
 
 
 class _Opened:
@@ -280,14 +237,11 @@ class FeatureBank:
 
     def read_video(self, video_id: str, *, with_boxes: bool = False) -> VideoRows:
         """Every row of one video in one read per dataset (export, analysis)."""
-        bank, k0, k1 = self._video(video_id)
-        offsets = bank.key_row_offsets[k0 : k1 + 1]
-        r0, r1 = int(offsets[0]), int(offsets[-1])
-        boxes = torch.from_numpy(bank.rows(bank.boxes, r0, r1)) if with_boxes else None
-        scores = torch.from_numpy(bank.rows(bank.scores, r0, r1)) if with_boxes else None
-        return VideoRows(
-            bank.timestamps[k0:k1].copy(), offsets - r0, torch.from_numpy(bank.rows(bank.features, r0, r1)), boxes, scores
-        )
+        bank = self._video(video_id)[0]
+        rows = bank.read_video(video_id, with_boxes=with_boxes)
+        boxes = torch.from_numpy(rows.boxes) if rows.boxes is not None else None
+        scores = torch.from_numpy(rows.scores) if rows.scores is not None else None
+        return VideoRows(rows.timestamps, rows.row_offsets, torch.from_numpy(rows.features), boxes, scores)
 
     def sample_window(
         self,

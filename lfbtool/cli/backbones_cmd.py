@@ -1,28 +1,62 @@
-"""``lfbtool backbones``: the registered backbones and what their specs say (from the registry only)."""
+"""``lfbtool backbones``: the registered backbones and what their specs say (specs only, no torch).
+
+Plain lines, not a table that wraps: one row of facts per backbone and its description under it,
+readable at 80 columns and in a pipe; ``--json`` gives every fact of every spec to scripts.
+"""
 
 from __future__ import annotations
 
-from rich.table import Table
+import dataclasses
+import json
+import sys
+import textwrap
+from typing import Annotated
 
-from lfbtool.console import stdout
+import typer
+
+from lfbtool.models.registry import list_backbones
+from lfbtool.models.specs import BackboneSpec
+
+_HEADER = ("backbone", "channels", "stride", "AVA clip", "test views", "weights")
+_GAP = "  "
+_WIDTH = 80
 
 
-def backbones_command() -> None:
+def _row(spec: BackboneSpec) -> tuple[str, ...]:
+    test = spec.test_clip
+    channels = "+".join(map(str, spec.pathway_channels)) if spec.pathway_channels else str(spec.channels)
+    return (
+        spec.name, channels, str(spec.stride), f"{spec.extract_clip.clip_len}x{spec.extract_clip.frame_interval}",
+        f"{test.num_clips} x {test.clip_len}x{test.frame_interval}, {test.short_side}->{test.crop_size}",
+        "torchvision" if spec.torchvision_model else "MMAction2",
+    )
+
+
+def backbones_lines(specs: list[BackboneSpec]) -> list[str]:
+    """The listing as lines: columns padded to their widest cell, descriptions wrapped at 80."""
+    rows = [_HEADER, *(_row(spec) for spec in specs)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER))]
+
+    def line(row: tuple[str, ...]) -> str:
+        return _GAP.join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+
+    lines = [line(_HEADER)]
+    for spec, row in zip(specs, rows[1:], strict=True):
+        lines.append(line(row))
+        lines.extend(textwrap.wrap(spec.description, _WIDTH, initial_indent="    ", subsequent_indent="    "))
+    lines.append("")
+    lines.append("AVA clip: frames x interval. test views: clips x (frames x interval), short side -> crop. "
+                 "weights: --weights NAME (torchvision) or --checkpoint FILE (MMAction2 configs: --json, "
+                 "docs/models.md).")
+    return [*lines[:-1], *textwrap.wrap(lines[-1], _WIDTH)]
+
+
+def backbones_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print every spec's facts as a JSON list.")] = False,
+) -> None:
     """List the backbones: channels, stride, default AVA and test clips, where their weights come from."""
-    from lfbtool.models import list_backbones
-
-    table = Table("name", "channels", "stride", "AVA clip", "test views", "weights", "description")
-    for spec in list_backbones():
-        test = spec.test_clip
-        if spec.torchvision_model:
-            weights = f"torchvision {spec.torchvision_model} (--weights) or --checkpoint"
-        else:
-            weights = "MMAction2 checkpoint: " + ", ".join(spec.mmaction_configs[:2]) + (
-                f" (+{len(spec.mmaction_configs) - 2} more, see docs/models.md)" if len(spec.mmaction_configs) > 2 else "")
-        channels = "+".join(map(str, spec.pathway_channels)) if spec.pathway_channels else str(spec.channels)
-        table.add_row(
-            spec.name, channels, str(spec.stride), f"{spec.extract_clip.clip_len}x{spec.extract_clip.frame_interval}",
-            f"{test.num_clips} x {test.clip_len}x{test.frame_interval}, {test.short_side}->{test.crop_size}",
-            weights, spec.description,
-        )
-    stdout.print(table)
+    specs = list_backbones()
+    if as_json:
+        sys.stdout.write(json.dumps([dataclasses.asdict(spec) for spec in specs], indent=1) + "\n")
+        return
+    sys.stdout.write("\n".join(backbones_lines(specs)) + "\n")

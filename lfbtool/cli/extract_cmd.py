@@ -8,13 +8,12 @@ from typing import Annotated
 
 import typer
 
-from lfbtool.choices import KeyframeSource, OnConflict, Pool
+from lfbtool.choices import KeyframeSource, OnConflict, Pool, Precision
 from lfbtool.cli.options import PRECISION_HELP, Force
 from lfbtool.config import build_config, default_of
 from lfbtool.console import stdout
 from lfbtool.errors import LfbError
 from lfbtool.keys import key_text
-from lfbtool.precision import Precision
 from lfbtool.runtime import is_main_process
 
 _INPUTS = "Inputs"
@@ -54,8 +53,8 @@ def extract_command(
     detector_weights: Annotated[str | None, _opt("every-second: torchvision weights name (downloads).", panel=_DETECT)] = None,
     detector_score_threshold: Annotated[float | None, _opt("every-second: keep persons scoring at least this.", panel=_DETECT, default="detector_score_threshold")] = None,
     max_per_frame: Annotated[int | None, _opt("every-second: at most this many persons per keyframe.", panel=_DETECT, default="max_per_frame")] = None,
-    detector_min_size: Annotated[int | None, _opt("every-second: the detector's internal resize (min side).", panel=_DETECT, default="detector_min_size")] = None,
-    detector_max_size: Annotated[int | None, _opt("every-second: the detector's internal resize (max side).", panel=_DETECT, default="detector_max_size")] = None,
+    detector_min_size: Annotated[int | None, _opt("every-second: the detector's internal resize, short side (default: the model's own: 320 for the *_320_fpn model, 800 for most; SSD models have a fixed size and take neither option).", panel=_DETECT)] = None,
+    detector_max_size: Annotated[int | None, _opt("every-second: the detector's internal resize, long side at most (default: the model's own: 640 / 1333).", panel=_DETECT)] = None,
     backbone: Annotated[str | None, _opt("Backbone name (see `lfbtool backbones`).", panel=_MODEL, default="backbone")] = None,
     checkpoint: Annotated[Path | None, _opt("Detector/backbone checkpoint (MMAction2/MMEngine/MMCV or state_dict).", panel=_MODEL)] = None,
     clip_len: Annotated[int | None, _opt("Frames per clip (default: the backbone's AVA clip).", panel=_MODEL)] = None,
@@ -107,6 +106,7 @@ def print_extract_summary(result) -> None:
     rows.append(("videos", str(result.videos)))
     rows.append(("keyframes", f"{result.keyframes} ({result.extracted_now} extracted now, {result.resumed} resumed)"))
     rows.append(("boxes", str(result.boxes)))
+    rows.append(("precision", result.precision))
     if result.extracted_now and result.loop_seconds > 0:
         rate = result.extracted_now / result.loop_seconds
         rows.append(("throughput", f"{rate:.2f} keyframes/s ({result.loop_seconds:.1f} s extracting, "

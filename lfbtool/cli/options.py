@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lfbtool.precision import Precision
+from lfbtool.choices import Precision
 
 Device = Annotated[
     str, typer.Option("--device", help="auto | cpu | cuda | cuda:N (auto: cuda:LOCAL_RANK when CUDA is present).")

@@ -15,10 +15,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from lfbtool.choices import Precision
 from lfbtool.cli.options import Checkpoint, ComputePrecision, Device
 from lfbtool.console import stderr, stdout
 from lfbtool.errors import LfbError
-from lfbtool.precision import Precision
 
 _OUT = "Output"
 _RUN = "Run"
@@ -93,16 +93,21 @@ def recognize_command(
     start_index: Annotated[int, typer.Option("--start-index", help="Number of the first frame file (1 for img_00001.jpg).")] = 1,
 ) -> None:
     """Classify videos with MMAction2's multi-view test path and print the top classes."""
+    from lfbtool.console import print_warning
     from lfbtool.distributed import init_from_env, shutdown
     from lfbtool.models.recognizer_factory import build_recognizer
+    from lfbtool.precision import check_precision
     from lfbtool.recognize import RecognizeOptions, load_labels, resolve_settings
     from lfbtool.recognize_job import RecognizeJob, run_recognize, run_settings
-    from lfbtool.runtime import resolve_device
+    from lfbtool.runtime import is_main_process, resolve_device
 
     if checkpoint is None and weights is None:
         raise LfbError("pass --checkpoint PATH or --weights NAME: a recognizer with random weights classifies nothing")
     if top_k < 1:
         raise LfbError(f"--top-k must be >= 1, got {top_k}")
+    target = resolve_device(device)
+    # auto resolved before run_settings: the records' fingerprint holds the concrete precision
+    precision = check_precision(precision, target, warn=print_warning if is_main_process() else None)
     built = build_recognizer(backbone, checkpoint=str(checkpoint) if checkpoint else None, weights=weights)
     recognizer = built.recognizer
     names = load_labels(labels, recognizer.num_classes, built.categories)
@@ -117,13 +122,12 @@ def recognize_command(
     info = run_settings(recognizer, settings, job, checkpoint=checkpoint, weights=weights, names=names)
     ctx = init_from_env()
     try:
-        target = resolve_device(device)
         if ctx.is_main:
             stderr.print(
                 f"{backbone}: {settings.num_clips} clips x {settings.num_crops} {settings.crops} crop(s) = "
                 f"{settings.views_per_video} views of {settings.clip_len}x{settings.frame_interval} frames, short side "
-                f"{settings.short_side}, crop {settings.crop_size}, average {settings.average_clips}, on {target}"
-                + (f", {ctx.world_size} ranks" if ctx.world_size > 1 else ""),
+                f"{settings.short_side}, crop {settings.crop_size}, average {settings.average_clips}, on {target}, "
+                f"precision {settings.precision}" + (f", {ctx.world_size} ranks" if ctx.world_size > 1 else ""),
                 markup=False,
             )
         summary = run_recognize(

@@ -1,34 +1,45 @@
-"""Inputs: AVA keyframes and boxes, clip readers, frame sampling and preprocessing."""
+"""Inputs: AVA keyframes and boxes, clip readers, frame sampling and preprocessing.
 
-from lfbtool.data.ava import (
-    Keyframe,
-    Skipped,
-    build_keyframes,
-    read_annotations,
-    read_excluded,
-    read_proposals,
-    select_proposals,
-)
-from lfbtool.data.frames import ClipSource, FrameDirectory, VideoFile, open_source
-from lfbtool.data.preprocess import resize_clip, resized_shape, scale_boxes
-from lfbtool.data.sampling import crop_windows, keyframe_clip_numbers, test_clip_numbers
+The names below load on first use (``from lfbtool.data import VideoFile``), so that importing one
+torch-free submodule (``lfbtool.data.sampling``, ``lfbtool.data.ava``) does not import the frame
+readers, which need torch.
+"""
 
-__all__ = [
-    "ClipSource",
-    "FrameDirectory",
-    "Keyframe",
-    "Skipped",
-    "VideoFile",
-    "build_keyframes",
-    "crop_windows",
-    "keyframe_clip_numbers",
-    "open_source",
-    "read_annotations",
-    "read_excluded",
-    "read_proposals",
-    "resize_clip",
-    "resized_shape",
-    "scale_boxes",
-    "select_proposals",
-    "test_clip_numbers",
-]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lfbtool.data.ava import (
+        Keyframe,
+        Skipped,
+        build_keyframes,
+        read_annotations,
+        read_excluded,
+        read_proposals,
+        select_proposals,
+    )
+    from lfbtool.data.frames import ClipSource, FrameDirectory, VideoFile, open_source
+    from lfbtool.data.preprocess import resize_clip, resized_shape, scale_boxes
+    from lfbtool.data.sampling import crop_windows, keyframe_clip_numbers, test_clip_numbers
+
+_HOMES = {
+    "ava": ("Keyframe", "Skipped", "build_keyframes", "read_annotations", "read_excluded", "read_proposals",
+            "select_proposals"),
+    "frames": ("ClipSource", "FrameDirectory", "VideoFile", "open_source"),
+    "preprocess": ("resize_clip", "resized_shape", "scale_boxes"),
+    "sampling": ("crop_windows", "keyframe_clip_numbers", "test_clip_numbers"),
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+__all__ = ["ClipSource", "FrameDirectory", "Keyframe", "Skipped", "VideoFile", "build_keyframes",
+           "crop_windows", "keyframe_clip_numbers", "open_source", "read_annotations", "read_excluded",
+           "read_proposals", "resize_clip", "resized_shape", "scale_boxes", "select_proposals", "test_clip_numbers"]
+
+
+def __getattr__(name: str) -> object:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lfbtool.data' has no attribute {name!r}")
+    return getattr(import_module(f"lfbtool.data.{module}"), name)

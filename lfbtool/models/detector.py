@@ -1,9 +1,11 @@
 """Person detection with a torchvision detection model: built without downloads, weights from a
 checkpoint file (strict) or a named torchvision weight, COCO person boxes out, normalised to [0, 1].
 
-The model runs as torchvision defines it (its own resize to ``min_size``/``max_size``, its own
-post-processing); we keep label 1 (COCO ``person``) with score >= threshold, the first
-``max_per_frame`` of them (torchvision returns them by descending score).
+The model runs as torchvision defines it: its own resize (each model's own ``min_size``/``max_size``
+unless the user gives others: 320/640 for ``fasterrcnn_mobilenet_v3_large_320_fpn``, 800/1333 for
+most; SSD models resize to a fixed square), its own post-processing. We keep label 1 (COCO
+``person``) with score >= threshold, the first ``max_per_frame`` of them (torchvision returns them
+by descending score).
 """
 
 from __future__ import annotations
@@ -33,33 +35,49 @@ def detector_names() -> list[str]:
 
 @dataclass(frozen=True)
 class DetectorSource:
-    """Where a detector's weights come from; what the sidecar and the resume fingerprint record."""
+    """Where a detector's weights come from and the input size it ran at; what the sidecar and the
+    resume fingerprint record."""
 
     name: str
+    min_size: int  # read off the built model (input_sizes), never restated here
+    max_size: int
     checkpoint_sha256: str | None = None
     weights: str | None = None  # torchvision weights enum member, e.g. FasterRCNN_..._Weights.COCO_V1
-    min_size: int = 800
-    max_size: int = 1333
 
     def record(self) -> dict[str, Any]:
         return {"detector": self.name, "detector_checkpoint_sha256": self.checkpoint_sha256,
                 "detector_weights": self.weights, "min_size": self.min_size, "max_size": self.max_size}
 
 
-def build_detector(name: str, *, min_size: int = 800, max_size: int = 1333) -> nn.Module:
+def has_fixed_size(name: str) -> bool:
+    """torchvision's SSD models resize every image to one fixed square (300 or 320); the others keep
+    the aspect ratio between ``min_size`` and ``max_size``."""
+    return name.startswith("ssd")
+
+
+def build_detector(name: str, *, min_size: int | None = None, max_size: int | None = None) -> nn.Module:
     """A randomly initialised torchvision detector ``name`` (no weights downloaded), in eval mode.
 
-    ``min_size``/``max_size`` set torchvision's internal resize (800/1333 are its defaults).
+    ``min_size``/``max_size`` None: the model's own resize, as torchvision defines that model;
+    given: passed to torchvision's builder. SSD models have a fixed input size and refuse them.
     """
     names = detector_names()
     if name not in names:
         raise LfbError(f"unknown detector {name!r}; torchvision has: {', '.join(names)}")
+    sizes = {key: value for key, value in (("min_size", min_size), ("max_size", max_size)) if value is not None}
+    if sizes and has_fixed_size(name):
+        raise LfbError(f"--detector-min-size/--detector-max-size do not apply to {name}: SSD models resize "
+                       f"every image to their fixed input size; leave them out")
     import torchvision
 
-    kwargs: dict[str, Any] = {"weights": None, "weights_backbone": None}
-    if not name.startswith("ssd"):  # SSD models have a fixed input size
-        kwargs.update(min_size=min_size, max_size=max_size)
-    return torchvision.models.get_model(name, **kwargs).eval()
+    return torchvision.models.get_model(name, weights=None, weights_backbone=None, **sizes).eval()
+
+
+def input_sizes(model: nn.Module) -> tuple[int, int]:
+    """``(min_size, max_size)`` a built torchvision detector resizes to at inference, read off its
+    transform (in eval mode it uses the last of its ``min_size`` choices; SSD: both its fixed side)."""
+    transform = model.transform
+    return int(transform.min_size[-1]), int(transform.max_size)
 
 
 def load_detector(
@@ -67,21 +85,22 @@ def load_detector(
     *,
     checkpoint: str | os.PathLike[str] | None = None,
     weights: str | None = None,
-    min_size: int = 800,
-    max_size: int = 1333,
+    min_size: int | None = None,
+    max_size: int | None = None,
 ) -> tuple[nn.Module, DetectorSource]:
-    """Build detector ``name`` and load its weights: a checkpoint file (a state_dict or
-    ``{"state_dict"/"model": ...}``, loaded strictly) or a torchvision weights name (``DEFAULT``,
-    ``COCO_V1``, downloaded by torchvision, hash-checked). Exactly one of the two."""
+    """Build detector ``name`` (sizes as :func:`build_detector`) and load its weights: a checkpoint
+    file (a state_dict or ``{"state_dict"/"model": ...}``, loaded strictly) or a torchvision weights
+    name (``DEFAULT``, ``COCO_V1``, downloaded by torchvision, hash-checked). Exactly one of the two."""
     if (checkpoint is None) == (weights is None):
         raise LfbError("give the detector's weights: --detector-checkpoint FILE (offline) or "
                        "--detector-weights NAME (e.g. DEFAULT, downloaded by torchvision), not both")
     model = build_detector(name, min_size=min_size, max_size=max_size)
+    used = input_sizes(model)
     if checkpoint is not None:
         source = os.fspath(checkpoint)
         sha = checkpoint_sha256(source)
         state = read_checkpoint(source)
-        record = DetectorSource(name, checkpoint_sha256=sha, min_size=min_size, max_size=max_size)
+        record = DetectorSource(name, *used, checkpoint_sha256=sha)
     else:
         from lfbtool.models.weights import resolve_weights, weights_state_dict
 
@@ -91,8 +110,7 @@ def load_detector(
             state = weights_state_dict(member)
         except LfbError as error:  # its advice names extract's option; ours is --detector-checkpoint
             raise LfbError(str(error).replace("--checkpoint", "--detector-checkpoint")) from error
-        record = DetectorSource(name, weights=str(member), checkpoint_sha256=_cached_sha256(member),
-                                min_size=min_size, max_size=max_size)
+        record = DetectorSource(name, *used, weights=str(member), checkpoint_sha256=_cached_sha256(member))
     load_strict(model, state, source=source, target=f"detector {name}")
     return model, record
 

@@ -1,98 +1,53 @@
-"""Backbone registry (timm style): builders register themselves with a spec, looked up by name.
+"""Backbone registry (timm style): specs looked up by name, builders attached by the model modules.
 
-This module imports no model module: ``lfbtool.models`` imports the modules that register (as timm's
-``models/__init__`` does), so looking a name up never runs into an import cycle. The spec is data
-about a backbone — channels, stride, normalization, default clips for extraction and for testing,
-its checkpoints' key layout, where its weights come from — so nothing downstream keeps a
-string-keyed table of its own. The spec travels with the module (``backbone.spec``).
+The specs are data (:mod:`lfbtool.models.specs`) and this module imports no model module and no
+torch, so listing backbones or reading one's defaults is cheap (``lfbtool backbones``, the CLI's
+option defaults). The model modules attach a builder to each spec with ``@register_backbone(SPEC)``;
+:func:`builder_of` imports them the first time a builder is asked for, so looking a name up never
+runs into an import cycle. The spec travels with the built module (``backbone.spec``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
-
-from torch import nn
+from importlib import import_module
+from typing import TYPE_CHECKING, TypeVar
 
 from lfbtool.errors import LfbError
-from lfbtool.models.normalization import Normalization
+from lfbtool.models.specs import (
+    AVA_4X16,
+    BUILTIN_SPECS,
+    MMACTION_K400_TEST,
+    BackboneSpec,
+    ClipDefaults,
+    TestDefaults,
+)
 
-__all__ = ["BackboneSpec", "ClipDefaults", "TestDefaults", "register_backbone", "list_backbones",
-           "backbone_spec", "builder_of"]
+if TYPE_CHECKING:
+    from torch import nn
 
+__all__ = ["AVA_4X16", "BackboneSpec", "ClipDefaults", "MMACTION_K400_TEST", "TestDefaults", "register_backbone",
+           "list_backbones", "backbone_spec", "builder_of"]
 
-@dataclass(frozen=True)
-class ClipDefaults:
-    """The keyframe clip a detector was trained with (``SampleAVAFrames``): ``clip_len`` x ``frame_interval``."""
-
-    clip_len: int
-    frame_interval: int
-
-
-@dataclass(frozen=True)
-class TestDefaults:
-    """Sampling and crop settings a recognizer was evaluated with (``recognize`` defaults)."""
-
-    clip_len: int
-    frame_interval: int
-    num_clips: int
-    short_side: int
-    crop_size: int
-
-
-#: MMAction2's AVA SlowOnly-R50 4x16 keyframe clip.
-AVA_4X16 = ClipDefaults(clip_len=4, frame_interval=16)
-#: MMAction2 SlowOnly-R50 8x8 Kinetics-400 test settings (10 clips of 8 frames, every 8th, 256 -> 224).
-MMACTION_K400_TEST = TestDefaults(clip_len=8, frame_interval=8, num_clips=10, short_side=256, crop_size=224)
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """What callers need to know about a backbone without building it.
-
-    ``stride`` is the spatial output stride (RoIAlign uses ``1 / stride``); ``temporal_stride`` is how
-    many input frames map to one output step; ``min_frames`` the shortest clip it accepts.
-    ``checkpoint_prefix`` is the key prefix of the trunk inside a full detector or recognizer
-    checkpoint (``backbone.`` for MMAction2); ``ignored_prefixes`` are parts of a classifier
-    checkpoint the trunk does not have (``fc.``). ``torchvision_model`` names the torchvision model
-    whose published weights (``R3D_18_Weights.*``) the trunk takes; ``mmaction_configs`` lists the
-    MMAction2 configs whose checkpoints load into it. ``pathway_channels`` is set for multi-pathway
-    trunks (slow first) whose forward returns a tuple of maps; ``channels`` is then their sum.
-    ``recognition_strides`` are the stage strides of the trunk's Kinetics recognizers when they differ
-    from the detector's (MMAction2's recognizers keep the last stage's stride 2: output stride 32).
-    """
-
-    name: str
-    channels: int
-    stride: int
-    normalization: Normalization
-    description: str
-    checkpoint_prefix: str = "backbone."
-    ignored_prefixes: tuple[str, ...] = ()
-    temporal_stride: int = 1
-    min_frames: int = 1
-    extract_clip: ClipDefaults = AVA_4X16
-    test_clip: TestDefaults = MMACTION_K400_TEST
-    torchvision_model: str | None = None
-    mmaction_configs: tuple[str, ...] = ()
-    pathway_channels: tuple[int, ...] | None = None
-    recognition_strides: tuple[int, ...] | None = None
-
-
-Builder = Callable[..., nn.Module]
+Builder = Callable[..., "nn.Module"]
 B = TypeVar("B", bound=Builder)
 
+#: The modules whose ``@register_backbone`` decorators attach the builders of :data:`BUILTIN_SPECS`.
+BUILDER_MODULES = ("lfbtool.models.resnet3d", "lfbtool.models.slowfast", "lfbtool.models.tv_video")
+
 _BUILDERS: dict[str, Builder] = {}
-_SPECS: dict[str, BackboneSpec] = {}
+_SPECS: dict[str, BackboneSpec] = {spec.name: spec for spec in BUILTIN_SPECS}
 
 
 def register_backbone(spec: BackboneSpec) -> Callable[[B], B]:
-    """Decorator: register ``builder(**overrides) -> nn.Module`` (random weights) under ``spec.name``."""
+    """Decorator: register ``builder(**overrides) -> nn.Module`` (random weights) under ``spec.name``;
+    a new spec is added to the registry, a built-in one must be the same object."""
 
     def decorate(builder: B) -> B:
         if spec.name in _BUILDERS and _BUILDERS[spec.name] is not builder:
             raise ValueError(f"backbone {spec.name!r} is registered twice")
+        if _SPECS.get(spec.name, spec) != spec:
+            raise ValueError(f"backbone {spec.name!r} is registered with another spec than its own")
         _BUILDERS[spec.name] = builder
         _SPECS[spec.name] = spec
         return builder
@@ -113,6 +68,11 @@ def backbone_spec(name: str) -> BackboneSpec:
 
 
 def builder_of(name: str) -> Builder:
-    """The registered builder of ``name`` (the factory calls it)."""
+    """The registered builder of ``name`` (the factory calls it); imports the model modules once."""
     backbone_spec(name)
+    if name not in _BUILDERS:
+        for module in BUILDER_MODULES:
+            import_module(module)
+    if name not in _BUILDERS:
+        raise LookupError(f"backbone {name!r} has a spec but no builder in {', '.join(BUILDER_MODULES)}")
     return _BUILDERS[name]

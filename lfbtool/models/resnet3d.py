@@ -17,8 +17,14 @@ from torch import Tensor, nn
 
 from lfbtool.models.conv_module import ConvBN3d, Triple
 from lfbtool.models.nonlocal3d import NonLocal3d
-from lfbtool.models.normalization import MMACTION_NORMALIZATION
-from lfbtool.models.registry import BackboneSpec, ClipDefaults, TestDefaults, register_backbone
+from lfbtool.models.registry import register_backbone
+from lfbtool.models.specs import (
+    AVA_STRIDES,
+    SLOWONLY_R50_NL_SPEC,
+    SLOWONLY_R50_SPEC,
+    SLOWONLY_R101_SPEC,
+    BackboneSpec,
+)
 
 __all__ = ["ConvBN3d", "Bottleneck3d", "ResNet3d", "STAGE_BLOCKS", "NON_LOCAL_R50",
            "slowonly_r50", "slowonly_r50_nl", "slowonly_r101"]
@@ -28,11 +34,6 @@ STAGE_BLOCKS: dict[int, tuple[int, int, int, int]] = {50: (3, 4, 6, 3), 101: (3,
 #: Blocks that end in a non-local block in MMAction2's non-local SlowOnly R50 configs.
 NON_LOCAL_R50 = ((0, 0, 0), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 0, 0))
 
-
-#: Spatial strides of the four stages in MMAction2's AVA detectors (output stride 16, for RoIAlign)
-#: and in its Kinetics recognizers (the ResNet3d default, output stride 32); the weights are the same.
-AVA_STRIDES = (1, 2, 2, 1)
-KINETICS_STRIDES = (1, 2, 2, 2)
 
 
 class Bottleneck3d(nn.Module):
@@ -150,54 +151,6 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(module, nn.BatchNorm3d):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
-
-
-def _slowonly_spec(name: str, description: str, extract_clip: ClipDefaults, test_clip: TestDefaults,
-                   configs: tuple[str, ...]) -> BackboneSpec:
-    return BackboneSpec(
-        name=name, channels=2048, stride=16, normalization=MMACTION_NORMALIZATION, description=description,
-        checkpoint_prefix="backbone.", extract_clip=extract_clip, test_clip=test_clip, mmaction_configs=configs,
-        recognition_strides=KINETICS_STRIDES,
-    )
-
-
-SLOWONLY_R50_SPEC = BackboneSpec(
-    name="slowonly_r50",
-    channels=2048,
-    stride=16,
-    normalization=MMACTION_NORMALIZATION,
-    description="MMAction2 SlowOnly ResNet-50 (AVA LFB backbone)",
-    checkpoint_prefix="backbone.",
-    recognition_strides=KINETICS_STRIDES,
-    mmaction_configs=(
-        "slowonly_kinetics400-pretrained-r50_8xb16-4x16x1-20e_ava21-rgb",
-        "slowonly_kinetics400-pretrained-r50_8xb8-8x8x1-20e_ava21-rgb",
-        "slowonly_imagenet-pretrained-r50_8xb16-4x16x1-steplr-150e_kinetics400-rgb",
-        "slowonly_r50_4x16x1_256e_kinetics400_rgb (0.x)",
-    ),
-)
-#: MMAction2 1.x Kinetics-400 test pipelines: 10 clips, short side 256, ThreeCrop 256.
-_K400_4X16_TEST = TestDefaults(clip_len=4, frame_interval=16, num_clips=10, short_side=256, crop_size=256)
-_K400_8X8_TEST = TestDefaults(clip_len=8, frame_interval=8, num_clips=10, short_side=256, crop_size=256)
-
-SLOWONLY_R50_NL_SPEC = _slowonly_spec(
-    "slowonly_r50_nl", "MMAction2 SlowOnly ResNet-50 with embedded-Gaussian non-local blocks",
-    ClipDefaults(clip_len=4, frame_interval=16), _K400_4X16_TEST,
-    (
-        "slowonly_kinetics400-pretrained-r50-nl_8xb16-4x16x1-20e_ava21-rgb",
-        "slowonly_kinetics400-pretrained-r50-nl_8xb16-8x8x1-20e_ava21-rgb (--clip-len 8 --frame-interval 8)",
-        "slowonly_r50-in1k-pre-nl-embedded-gaussian_8xb16-4x16x1-steplr-150e_kinetics400-rgb",
-        "slowonly_r50-in1k-pre-nl-embedded-gaussian_8xb16-8x8x1-steplr-150e_kinetics400-rgb",
-    ),
-)
-SLOWONLY_R101_SPEC = _slowonly_spec(
-    "slowonly_r101", "MMAction2 SlowOnly ResNet-101",
-    ClipDefaults(clip_len=8, frame_interval=8), _K400_8X8_TEST,
-    (
-        "slowonly_kinetics400-pretrained-r101_8xb16-8x8x1-20e_ava21-rgb",
-        "slowonly_r101_8xb16-8x8x1-196e_kinetics400-rgb",
-    ),
-)
 
 
 @register_backbone(SLOWONLY_R50_SPEC)

@@ -18,9 +18,9 @@ from torch import Tensor, nn
 
 from lfbtool.errors import LfbError
 from lfbtool.models.conv_module import ConvBN3d
-from lfbtool.models.normalization import MMACTION_NORMALIZATION
-from lfbtool.models.registry import BackboneSpec, ClipDefaults, TestDefaults, register_backbone
-from lfbtool.models.resnet3d import AVA_STRIDES, KINETICS_STRIDES, Bottleneck3d, ResNet3d, init_weights
+from lfbtool.models.registry import register_backbone
+from lfbtool.models.resnet3d import Bottleneck3d, ResNet3d, init_weights
+from lfbtool.models.specs import AVA_STRIDES, SLOWFAST_R50_8X8_SPEC, SLOWFAST_R50_SPEC, BackboneSpec
 
 __all__ = ["SlowPathway", "ResNet3dSlowFast", "slowfast_r50", "slowfast_r50_8x8"]
 
@@ -86,40 +86,6 @@ class ResNet3dSlowFast(nn.Module):
                 lateral = getattr(self.slow_path, self.slow_path.lateral_connections[index])
                 slow = torch.cat((slow, lateral(fast)), dim=1)
         return slow, fast
-
-
-#: AVA SlowFast detectors' keyframe clip (``SampleAVAFrames(clip_len=32, frame_interval=2)``), and the
-#: Kinetics-400 recognizers' test pipeline (32 x 2, 10 clips, short side 256, ThreeCrop 256).
-_AVA_32X2 = ClipDefaults(clip_len=32, frame_interval=2)
-_K400_32X2_TEST = TestDefaults(clip_len=32, frame_interval=2, num_clips=10, short_side=256, crop_size=256)
-
-
-def _spec(name: str, rate: int, description: str, configs: tuple[str, ...]) -> BackboneSpec:
-    return BackboneSpec(
-        name=name, channels=2048 + 256, stride=16, normalization=MMACTION_NORMALIZATION,
-        description=description, checkpoint_prefix="backbone.", temporal_stride=rate, min_frames=rate,
-        extract_clip=_AVA_32X2, test_clip=_K400_32X2_TEST, mmaction_configs=configs,
-        recognition_strides=KINETICS_STRIDES,
-        pathway_channels=(2048, 256),
-    )
-
-
-SLOWFAST_R50_SPEC = _spec(
-    "slowfast_r50", 8, "MMAction2 SlowFast ResNet-50 4x16 (resample/speed ratio 8, lateral kernel 5)",
-    (
-        "slowfast_kinetics400-pretrained-r50_8xb16-4x16x1-20e_ava21-rgb",
-        "slowfast_r50_8xb8-4x16x1-256e_kinetics400-rgb",
-    ),
-)
-SLOWFAST_R50_8X8_SPEC = _spec(
-    "slowfast_r50_8x8", 4, "MMAction2 SlowFast ResNet-50 8x8 (resample/speed ratio 4, lateral kernel 7)",
-    (
-        "slowfast_kinetics400-pretrained-r50_8xb8-8x8x1-20e_ava21-rgb",
-        "slowfast_kinetics400-pretrained-r50_8xb6-8x8x1-cosine-10e_ava22-rgb",
-        "slowfast_r50_8xb8-8x8x1-256e_kinetics400-rgb",
-        "slowfast_r50_8xb8-8x8x1-steplr-256e_kinetics400-rgb",
-    ),
-)
 
 
 @register_backbone(SLOWFAST_R50_SPEC)

@@ -16,15 +16,10 @@ from torch import Tensor, nn
 from torchvision.models import video as tv_video
 
 from lfbtool.errors import LfbError
-from lfbtool.models.normalization import TORCHVISION_VIDEO_NORMALIZATION
-from lfbtool.models.registry import BackboneSpec, TestDefaults, register_backbone
+from lfbtool.models.registry import register_backbone
+from lfbtool.models.specs import MC3_18_SPEC, R2PLUS1D_18_SPEC, R3D_18_SPEC, S3D_SPEC, BackboneSpec
 
 __all__ = ["VideoResNetTrunk", "S3DTrunk", "r3d_18", "mc3_18", "r2plus1d_18", "s3d"]
-
-_CLASSIFIER_PREFIXES = ("fc.", "avgpool.", "classifier.")
-#: torchvision's documented evaluation of its Kinetics-400 video weights: 16-frame clips (their
-#: datasets resample to 15 fps, so interval 1), short side 128 -> crop 112, 5 clips per video.
-_TV_TEST = TestDefaults(clip_len=16, frame_interval=1, num_clips=5, short_side=128, crop_size=112)
 
 
 class VideoResNetTrunk(nn.Module):
@@ -64,30 +59,6 @@ class S3DTrunk(nn.Module):
         if x.shape[2] < self.min_frames:
             raise LfbError(f"s3d needs clips of at least {self.min_frames} frames, got {x.shape[2]}")
         return self.features(x)
-
-
-def _spec(name: str, channels: int, stride: int, temporal_stride: int, description: str,
-          *, test_clip: TestDefaults = _TV_TEST, min_frames: int = 1) -> BackboneSpec:
-    return BackboneSpec(
-        name=name,
-        channels=channels,
-        stride=stride,
-        normalization=TORCHVISION_VIDEO_NORMALIZATION,
-        description=description,
-        checkpoint_prefix="",
-        ignored_prefixes=_CLASSIFIER_PREFIXES,
-        temporal_stride=temporal_stride,
-        min_frames=min_frames,
-        test_clip=test_clip,
-        torchvision_model=name,
-    )
-
-
-R3D_18_SPEC = _spec("r3d_18", 512, 16, 8, "torchvision R3D-18 trunk (3D convs everywhere)")
-MC3_18_SPEC = _spec("mc3_18", 512, 16, 1, "torchvision MC3-18 trunk (3D stem+layer1, 2D layers 2-4)")
-R2PLUS1D_18_SPEC = _spec("r2plus1d_18", 512, 16, 8, "torchvision R(2+1)D-18 trunk (factorized convs)")
-S3D_SPEC = _spec("s3d", 1024, 32, 8, "torchvision S3D features (needs >= 5 frames)",
-                 test_clip=TestDefaults(128, 1, 1, 256, 224), min_frames=5)
 
 
 @register_backbone(R3D_18_SPEC)
