@@ -36,11 +36,11 @@ def _batches(clips: list[torch.Tensor], size: int) -> list[torch.Tensor]:
 
 
 def bench_one(name: str, example, args: argparse.Namespace) -> dict[str, float]:
-    from lfbtool.config import build_config
     from lfbtool.data.clips import KeyframeClips
-    from lfbtool.distributed import DistContext, device_for
-    from lfbtool.extract import build_model, clip_settings, load_keyframes
+    from lfbtool.extract.config import build_config
+    from lfbtool.extract.run import build_model, clip_settings, load_keyframes
     from lfbtool.models import backbone_spec
+    from lfbtool.runtime.distributed import DistContext, device_for
     from lfbtool.testing.checkpoints import make_random_detector_checkpoint
 
     spec = backbone_spec(name)

@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args(argv)
 
-    from lfbtool.detect import DetectConfig, clip_settings, keyframe_keys, resolve_defaults, run_detect
-    from lfbtool.distributed import DistContext, device_for
+    from lfbtool.detect.run import DetectConfig, clip_settings, keyframe_keys, resolve_defaults, run_detect
     from lfbtool.models.detector import build_detector, detect_persons
+    from lfbtool.runtime.distributed import DistContext, device_for
     from lfbtool.testing.synthetic import synthetic_frames, write_video
 
     shutil.rmtree(args.workdir, ignore_errors=True)

@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--repeat", type=int, default=2, help="alternating timed passes of each; best kept")
     args = parser.parse_args(argv)
 
-    from lfbtool.config import build_config
     from lfbtool.data.clips import KeyframeClips
-    from lfbtool.extract import build_model, clip_settings, load_keyframes
-    from lfbtool.extract_loop import auto_workers
+    from lfbtool.extract._loop import auto_workers
+    from lfbtool.extract.config import build_config
+    from lfbtool.extract.run import build_model, clip_settings, load_keyframes
     from lfbtool.runtime import resolve_device
     from lfbtool.testing.checkpoints import make_random_detector_checkpoint
     from lfbtool.testing.synthetic import make_ava_example

@@ -3,7 +3,7 @@ each beside that precision's bare backbone forward, and how far reduced-precisio
 
 The forward is LFBFeatureModel's, composed from its parts with the precision helpers (normalize ->
 ``run_backbone`` -> RoIAlign -> head, fp32 maps into RoIAlign), because ``lfbtool extract`` takes no
-precision option until the lead wires ``lfbtool.precision`` into the model. Weights are random with
+precision option until the lead wires ``lfbtool.runtime.precision`` into the model. Weights are random with
 calibrated BatchNorm. Feature agreement is reported twice: as is (random ResNets are chaotic: even
 rounding only the input moves features far, so this is a pessimistic bound) and with the residual
 branches damped (``damp_residual_branches``), closer to what trained weights show.
@@ -48,7 +48,7 @@ def _model(damped: bool, device: torch.device):
 
 
 def _features(model, clips: torch.Tensor, rois: torch.Tensor, precision: str) -> torch.Tensor:
-    from lfbtool.precision import run_backbone
+    from lfbtool.runtime.precision import run_backbone
 
     return model.head(model.roi(run_backbone(model.backbone, model.normalize(clips), precision), rois))
 
@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if args.small:
         args.height, args.width, args.repeat = 64, 64, 1
 
-    from lfbtool.precision import check_precision, prepare_model, run_backbone
     from lfbtool.runtime import resolve_device
+    from lfbtool.runtime.precision import check_precision, prepare_model, run_backbone
 
     device = resolve_device(args.device)
     reduced = str(check_precision(args.precision, device))

@@ -2,7 +2,7 @@
 
 Writes ``--videos`` synthetic mp4 files, then measures on the same views:
 
-* full: ``lfbtool.recognize.recognize`` (decode, resize, crop, transfer, forward in chunks of
+* full: ``lfbtool.recognize.scoring.recognize`` (decode, resize, crop, transfer, forward in chunks of
   ``--max-testing-views``, clip averaging), wall time over all videos;
 * bare: the recognizer's forward (normalization + network) on the already prepared uint8 views,
   already on the device, in the same chunks;
@@ -55,9 +55,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     import torch
 
-    from lfbtool.grad_cam import compute_gradcam
     from lfbtool.models.recognizer_factory import build_recognizer
-    from lfbtool.recognize import RecognizeOptions, open_input, recognize, resolve_settings, video_views
+    from lfbtool.recognize.gradcam import compute_gradcam
+    from lfbtool.recognize.scoring import (
+        RecognizeOptions,
+        open_input,
+        recognize,
+        resolve_settings,
+        video_views,
+    )
     from lfbtool.testing.synthetic import synthetic_frames, write_video
 
     device = torch.device(

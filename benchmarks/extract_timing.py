@@ -22,7 +22,7 @@ def time_extract_and_bare(config: Any, model: Any, batches: list[torch.Tensor], 
                           repeat: int, workdir: Path) -> Timings:
     """Alternate ``run_extract(config)`` and the bare backbone forward ``repeat`` times; keep the best of each
     (single runs on a shared machine swing by several percent)."""
-    from lfbtool.extract import run_extract
+    from lfbtool.extract.run import run_extract
 
     full_s = steady_s = bare_s = float("inf")
     result = None

@@ -64,7 +64,7 @@ class OnConflict(Choice):
 
 class Precision(Choice):
     """Compute precision of the model forward. fp32: exact (MMAction2 parity, the default); bf16 and
-    fp16: autocast (see lfbtool.precision); auto: bf16 where the hardware computes it natively, else
+    fp16: autocast (see lfbtool.runtime.precision); auto: bf16 where the hardware computes it natively, else
     fp32, resolved before anything is recorded (a bank or a record holds the concrete one)."""
 
     fp32 = "fp32"

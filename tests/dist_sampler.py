@@ -7,8 +7,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lfbtool import distributed as dist
 from lfbtool.data.batching import VideoChunkSampler
+from lfbtool.runtime import distributed as dist
 
 WORKERS = 4
 

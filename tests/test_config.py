@@ -6,8 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from lfbtool.config import build_config, describe_differences, fingerprint, resolved_dict, resume_settings
 from lfbtool.errors import LfbError
+from lfbtool.extract.config import (
+    build_config,
+    describe_differences,
+    fingerprint,
+    resolved_dict,
+    resume_settings,
+)
 
 BASE = {"frames_root": Path("/f"), "proposals": Path("/p.pkl"), "annotations": Path("/a.csv")}
 
@@ -110,7 +116,7 @@ def test_every_extract_option_is_a_config_field_and_back():
     from typer.main import get_command
 
     from lfbtool.cli import app
-    from lfbtool.config import OPTION_FIELDS
+    from lfbtool.extract.config import OPTION_FIELDS
 
     command = get_command(app).commands["extract"]
     assert {p.name for p in command.params} - {"config"} == set(OPTION_FIELDS)

@@ -90,7 +90,7 @@ def torchvision_persons(model, frame: np.ndarray, threshold: float, limit: int) 
 
 def detect_in_process(own: OwnVideos, out: Path, **options):
     """``run_detect`` called as a library (no new process), on the test videos."""
-    from lfbtool.detect import DetectConfig, run_detect
+    from lfbtool.detect.run import DetectConfig, run_detect
 
     settings = dict(videos_root=own.videos, detector=DETECTOR, detector_checkpoint=own.checkpoint, clip_len=4,
                     frame_interval=2, max_per_frame=3, device="cpu")
@@ -127,16 +127,16 @@ def test_detect_gives_torchvision_boxes_at_the_centre_frame(own, reference):
 def test_the_detector_sees_exactly_the_centre_frame(own, reference, tmp_path, monkeypatch):
     """The images handed to the detector are the decoded centre frames, bit for bit, and each differs
     from both neighbours (the videos change every frame): reading a neighbour would fail here."""
-    import lfbtool.detect
+    import lfbtool.detect.run
 
     seen: list[np.ndarray] = []
-    original = lfbtool.detect.detect_persons
+    original = lfbtool.detect.run.detect_persons
 
     def spy(model, frames, *args, **kwargs):
         seen.extend(frame.numpy().copy() for frame in frames)
         return original(model, frames, *args, **kwargs)
 
-    monkeypatch.setattr(lfbtool.detect, "detect_persons", spy)
+    monkeypatch.setattr(lfbtool.detect.run, "detect_persons", spy)
     out = tmp_path / "boxes.pkl"
     detect_in_process(own, out, min_size=64, max_size=64)
     centre = []

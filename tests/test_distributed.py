@@ -11,7 +11,7 @@ import re
 import pytest
 
 from lfbtool.bank.verify import check_bank
-from lfbtool.distributed import contiguous_block
+from lfbtool.runtime.distributed import contiguous_block
 from tests.conftest import SEGMENT, run_lfbtool
 from tests.extract_runs import (
     assert_same_bank,

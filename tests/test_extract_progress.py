@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from lfbtool.config import build_config
-from lfbtool.extract import run_extract
+from lfbtool.extract.config import build_config
+from lfbtool.extract.run import run_extract
 
 
 def config_for(tiny_data, out):

@@ -20,15 +20,15 @@ import h5py
 import numpy as np
 import pytest
 
+from lfbtool._io.lock import LOCK_NAME, RunLock
 from lfbtool.bank import format as fmt
-from lfbtool.bank import shards
 from lfbtool.bank.export import export_mmaction_pkl, export_npz_dir
 from lfbtool.bank.merge import merge_banks
 from lfbtool.bank.reader import FeatureBank
 from lfbtool.bank.verify import check_bank
 from lfbtool.bank.writer import BankWriter
 from lfbtool.errors import LfbError, RunError
-from lfbtool.lock import LOCK_NAME, RunLock
+from lfbtool.extract import _segments as shards
 from tests.conftest import SEGMENT
 from tests.extract_runs import assert_same_bank, child_env
 

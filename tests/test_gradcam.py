@@ -17,11 +17,11 @@ from typer.testing import CliRunner
 import lfbtool
 from lfbtool.cli import app
 from lfbtool.errors import LfbError
-from lfbtool.grad_cam import compute_gradcam
 from lfbtool.models.normalization import Normalization
 from lfbtool.models.recognizer_factory import build_recognizer
 from lfbtool.models.recognizers import Recognizer3D
 from lfbtool.models.registry import TestDefaults as Defaults
+from lfbtool.recognize.gradcam import compute_gradcam
 from lfbtool.testing.synthetic import synthetic_frames, write_video
 
 
@@ -145,7 +145,7 @@ def test_cli_2d_model_explains_the_segments_of_the_first_crop(tmp_path):
     heat = np.load(out / "jump.mp4.gradcam.npy")
     assert heat.shape == (3, 32, 32)  # T = the 3 segments
     recognizer = build_recognizer("torchvision.resnet18", checkpoint=str(tmp_path / "r18.pth")).recognizer.eval()
-    from lfbtool.recognize import RecognizeOptions, open_input, resolve_settings, video_views
+    from lfbtool.recognize.scoring import RecognizeOptions, open_input, resolve_settings, video_views
 
     settings = resolve_settings(recognizer, RecognizeOptions(num_clips=3, short_side=32, crop_size=32))
     views, _ = video_views(open_input(video, settings), settings)  # [3, 3, 1, 32, 32], one frame per view

@@ -1,4 +1,4 @@
-"""``lfbtool.lock.process_alive`` on processes the kernel still lists but that have exited (zombies),
+"""``lfbtool._io.lock.process_alive`` on processes the kernel still lists but that have exited (zombies),
 and on a live process whose command name looks like a /proc/PID/stat state field."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from lfbtool.lock import LOCK_NAME, RunLock, _start_time, process_alive, temporary_is_dead
+from lfbtool._io.lock import LOCK_NAME, RunLock, _start_time, process_alive, temporary_is_dead
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 
 
 def proc_state(pid: int) -> str:
-    """The state letter of ``pid`` in /proc/PID/stat, read independently of lfbtool.lock ("" once reaped)."""
+    """The state letter of ``pid`` in /proc/PID/stat, read independently of lfbtool._io.lock ("" once reaped)."""
     try:
         text = Path(f"/proc/{pid}/stat").read_bytes()
     except FileNotFoundError:

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from lfbtool.bank import merge as merge_mod
-from lfbtool.bank import shards
 from lfbtool.bank.merge import merge_banks, merge_shards
 from lfbtool.bank.verify import check_bank
 from lfbtool.bank.writer import BankWriter
 from lfbtool.errors import LfbError
+from lfbtool.extract import _segments as shards
 from tests.extract_runs import bank_keys, read_bank
 
 C = 16

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
+from lfbtool._io.safe_pickle import Placeholder, torch_load
 from lfbtool.errors import LfbError
-from lfbtool.safe_pickle import Placeholder, torch_load
 
 try:
     from tests.conftest import run_lfbtool

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lfbtool._io.safe_pickle import load_plain, torch_load
 from lfbtool.errors import LfbError
-from lfbtool.safe_pickle import load_plain, torch_load
 
 try:
     from tests.test_mmengine_checkpoints import _torch_file

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from lfbtool.errors import LfbError
 from lfbtool.models import create_backbone
-from lfbtool.precision import (
+from lfbtool.runtime.precision import (
     Precision,
     autocast,
     channels_last,
@@ -181,13 +181,13 @@ def test_extract_records_the_concrete_precision(tiny_data, tmp_path, monkeypatch
     auto run that ran fp32 has the fingerprint of an fp32 run."""
     from typer.testing import CliRunner
 
-    import lfbtool.precision
+    import lfbtool.runtime.precision
     from lfbtool.bank.inspect import inspect_bank
     from lfbtool.cli import app
 
     flags = tmp_path / "cpuinfo"
     flags.write_text(cpuinfo)
-    monkeypatch.setattr(lfbtool.precision, "CPUINFO", flags)
+    monkeypatch.setattr(lfbtool.runtime.precision, "CPUINFO", flags)
     out = tmp_path / "out"
     result = CliRunner().invoke(app, tiny_data.extract_args(out, "--precision", option, "--device", "cpu"))
     assert result.exit_code == 0, result.output
@@ -206,14 +206,14 @@ def test_recognize_auto_records_the_concrete_precision(tmp_path, monkeypatch, cp
 
     from typer.testing import CliRunner
 
-    import lfbtool.precision
+    import lfbtool.runtime.precision
     from lfbtool.cli import app
     from lfbtool.models.recognizer_factory import build_recognizer
     from lfbtool.testing.synthetic import synthetic_frames, write_frame_dir
 
     flags = tmp_path / "cpuinfo"
     flags.write_text(cpuinfo)
-    monkeypatch.setattr(lfbtool.precision, "CPUINFO", flags)
+    monkeypatch.setattr(lfbtool.runtime.precision, "CPUINFO", flags)
     torch.manual_seed(0)
     checkpoint = tmp_path / "r3d.pth"
     torch.save(build_recognizer("r3d_18", num_classes=5).recognizer.model.state_dict(), checkpoint)

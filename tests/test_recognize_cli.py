@@ -18,7 +18,7 @@ from lfbtool.cli import app
 from lfbtool.data.preprocess import resize_clip
 from lfbtool.errors import LfbError
 from lfbtool.models.recognizer_factory import build_recognizer
-from lfbtool.recognize import RecognizeOptions, load_labels, recognize, resolve_settings
+from lfbtool.recognize.scoring import RecognizeOptions, load_labels, recognize, resolve_settings
 from lfbtool.testing.checkpoints import random_recognizer_state
 from lfbtool.testing.synthetic import synthetic_frames, write_frame_dir, write_video
 from tests.reference import KINETICS_SPATIAL_STRIDE, slowonly_r50_reference

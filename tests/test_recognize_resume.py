@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from lfbtool.cli import app
 from lfbtool.models.recognizer_factory import build_recognizer
-from lfbtool.recognize import RecognizeOptions, recognize, resolve_settings
+from lfbtool.recognize.scoring import RecognizeOptions, recognize, resolve_settings
 from lfbtool.testing.synthetic import synthetic_frames, write_frame_dir, write_video
 
 try:

@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from lfbtool._io.lock import LOCK_NAME
 from lfbtool.bank.verify import check_bank
-from lfbtool.lock import LOCK_NAME
 from tests.conftest import SEGMENT, run_lfbtool
 from tests.extract_runs import (
     CRASH_RUNNER,

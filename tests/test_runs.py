@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lfbtool.atomic import atomic_write
+from lfbtool._io.atomic import atomic_write
 from lfbtool.errors import LfbError
 from lfbtool.runs.naming import PartName, check_mode, part_name
 from lfbtool.runs.parts import Finished, RunParts
@@ -159,8 +159,8 @@ def test_modes_share_a_directory_without_touching_each_other(tmp_path: Path) -> 
 
 
 def test_run_in_parts_in_one_process(tmp_path: Path) -> None:
-    from lfbtool.distributed import DistContext
     from lfbtool.runs.scaffold import run_in_parts
+    from lfbtool.runtime.distributed import DistContext
 
     parts = _parts(tmp_path)
     seen = []

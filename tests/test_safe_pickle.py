@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from lfbtool._io.safe_pickle import Placeholder, load_plain, torch_load
 from lfbtool.errors import LfbError
-from lfbtool.safe_pickle import Placeholder, load_plain, torch_load
 
 
 class _SystemPayload:

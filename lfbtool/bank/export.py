@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lfbtool.atomic import atomic_write
+from lfbtool._io.atomic import atomic_write
 from lfbtool.bank.bank_file import BankFile
 from lfbtool.errors import LfbError
 

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from lfbtool._io.lock import remove_dead_temporaries
 from lfbtool.bank import format as fmt
-from lfbtool.bank import shards
 from lfbtool.bank.writer import BankWriter
 from lfbtool.choices import OnConflict
 from lfbtool.errors import LfbError, RunError
+from lfbtool.extract import _segments as shards
 from lfbtool.keys import key_text
-from lfbtool.lock import remove_dead_temporaries
 
 Key = fmt.Key
 
@@ -191,7 +191,7 @@ def merge_shards(directory: Path, bank: Path, *, mode: str, keep_shards: bool = 
                  on_conflict: OnConflict | str = OnConflict.error, overwrite: bool = False) -> MergeReport:
     """Check a finished ``mode`` run's records, merge its segments into ``bank``, then drop them.
 
-    The caller holds the OUT's :class:`~lfbtool.lock.RunLock` (extract's rank 0, or ``lfbtool merge``).
+    The caller holds the OUT's :class:`~lfbtool._io.lock.RunLock` (extract's rank 0, or ``lfbtool merge``).
     """
     segments, expected = shards.segments_for_merge(directory, mode)
     labels = [shards.segment_label(p) for p in segments]

@@ -48,7 +48,7 @@ def _legacy_load(path: Path) -> Any:
     """A pre-1.6 (not zip) ``torch.save`` file, read with torch; tensors become :class:`StoredTensor`."""
     import torch
 
-    from lfbtool.safe_pickle import torch_load
+    from lfbtool._io.safe_pickle import torch_load
 
     def convert(value: Any) -> Any:
         if isinstance(value, torch.Tensor):

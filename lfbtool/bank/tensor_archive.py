@@ -4,7 +4,7 @@ An MMAction2 bank (``lfb_<mode>.pkl``) is a ``torch.save`` file: a zip holding `
 the object tree in which each tensor is a call ``torch._utils._rebuild_tensor_v2(storage, offset,
 size, stride, ...)`` whose storage is a persistent id ``("storage", torch.<Type>Storage, key,
 location, numel)``, and one raw entry ``<name>/data/<key>`` per storage. ``data.pkl`` goes through
-the restricted, bounded unpickler of :mod:`lfbtool.safe_pickle` (allow list of plain-data globals,
+the restricted, bounded unpickler of :mod:`lfbtool._io.safe_pickle` (allow list of plain-data globals,
 allocation budget, nesting depth, storages no larger than the file), with the tensor globals resolved
 to numpy stand-ins here instead of to torch, so that ``lfbtool import`` starts without torch. Every
 tensor is checked to lie inside its storage before numpy views it. A legacy (before torch 1.6,
@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from lfbtool._io.pickle_bounds import Budget
+from lfbtool._io.safe_pickle import RestrictedUnpickler, _check_archive, _plain_globals
 from lfbtool.errors import LfbError
-from lfbtool.pickle_bounds import Budget
-from lfbtool.safe_pickle import RestrictedUnpickler, _check_archive, _plain_globals
 
 __all__ = ["StoredTensor", "load_tensor_archive"]
 

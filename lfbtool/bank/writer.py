@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 import lfbtool
-from lfbtool.atomic import io_error_text, temporary_path
+from lfbtool._io.atomic import io_error_text, temporary_path
 from lfbtool.bank import format as fmt
 from lfbtool.errors import LfbError, RunError
 from lfbtool.keys import key_text

@@ -50,9 +50,9 @@ app.command("backbones")(backbones_command)
 
 def main() -> None:
     """Console-script entry point: run the app, turn every error into one line and an exit code."""
-    from lfbtool.console import print_error
     from lfbtool.errors import LfbError
     from lfbtool.runtime import is_node_leader
+    from lfbtool.runtime.console import print_error
 
     try:
         app()

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from lfbtool.choices import ExportFormat
 from lfbtool.cli.options import BankArgument, Force
-from lfbtool.console import stdout
+from lfbtool.runtime.console import stdout
 
 
 def _size(n: int) -> str:

@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
-from lfbtool.console import stdout
 from lfbtool.runtime import is_main_process
+from lfbtool.runtime.console import stdout
 
 _INPUTS = "Inputs"
 _MODEL = "Detector"
@@ -51,7 +51,7 @@ def detect_command(
 ) -> None:
     """Detect persons at chosen seconds of each video (one process, or every rank under torchrun)."""
     from lfbtool.data.sampling import parse_fps
-    from lfbtool.detect import DetectConfig, run_detect
+    from lfbtool.detect.run import DetectConfig, run_detect
 
     values = dict(locals())
     values["fps"] = parse_fps(fps) if fps is not None else None

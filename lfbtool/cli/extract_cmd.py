@@ -10,11 +10,11 @@ import typer
 
 from lfbtool.choices import KeyframeSource, OnConflict, Pool, Precision
 from lfbtool.cli.options import PRECISION_HELP, Force
-from lfbtool.config import build_config, default_of
-from lfbtool.console import stdout
 from lfbtool.errors import LfbError
+from lfbtool.extract.config import build_config, default_of
 from lfbtool.keys import key_text
 from lfbtool.runtime import is_main_process
+from lfbtool.runtime.console import stdout
 
 _INPUTS = "Inputs"
 _MODEL = "Model"
@@ -77,7 +77,7 @@ def extract_command(
     dist_timeout: Annotated[int | None, _opt("torchrun process-group timeout, seconds.", panel=_RUN, default="dist_timeout")] = None,
 ) -> None:
     """Extract a Long-Term Feature Bank (one process, or every rank under torchrun)."""
-    from lfbtool.extract import run_extract
+    from lfbtool.extract.run import run_extract
 
     overrides = dict(
         out=out, mode=mode, keyframes=keyframes, annotations=annotations, excluded=excluded, proposals=proposals,
@@ -135,10 +135,10 @@ def merge_command(
     force: Force = False,
 ) -> None:
     """Merge an extraction's shards, or several banks (e.g. train + val), streaming in bounded memory."""
+    from lfbtool._io.lock import RunLock
     from lfbtool.bank import format as fmt
     from lfbtool.bank.merge import merge_banks, merge_shards
-    from lfbtool.bank.shards import shards_dir
-    from lfbtool.lock import RunLock
+    from lfbtool.extract._segments import shards_dir
 
     if len(inputs) == 1 and inputs[0].is_dir():
         bank = output or fmt.bank_path(inputs[0], mode)

@@ -1,6 +1,6 @@
 """``lfbtool recognize``: multi-view (clips x crops) video classification with clip averaging.
 
-Parses options and delegates to :func:`lfbtool.recognize_job.run_recognize` (records, result files,
+Parses options and delegates to :func:`lfbtool.recognize.job.run_recognize` (records, result files,
 resume, torchrun, embeddings, Grad-CAM); prints tables or JSON lines and the summary on rank 0.
 Registered by ``lfbtool.cli`` as ``app.command("recognize")(recognize_command)``.
 """
@@ -17,8 +17,8 @@ from rich.table import Table
 
 from lfbtool.choices import Precision
 from lfbtool.cli.options import Checkpoint, ComputePrecision, Device
-from lfbtool.console import stderr, stdout
 from lfbtool.errors import LfbError
+from lfbtool.runtime.console import stderr, stdout
 
 _OUT = "Output"
 _RUN = "Run"
@@ -93,13 +93,13 @@ def recognize_command(
     start_index: Annotated[int, typer.Option("--start-index", help="Number of the first frame file (1 for img_00001.jpg).")] = 1,
 ) -> None:
     """Classify videos with MMAction2's multi-view test path and print the top classes."""
-    from lfbtool.console import print_warning
-    from lfbtool.distributed import init_from_env, shutdown
     from lfbtool.models.recognizer_factory import build_recognizer
-    from lfbtool.precision import check_precision
-    from lfbtool.recognize import RecognizeOptions, load_labels, resolve_settings
-    from lfbtool.recognize_job import RecognizeJob, run_recognize, run_settings
+    from lfbtool.recognize.job import RecognizeJob, run_recognize, run_settings
+    from lfbtool.recognize.scoring import RecognizeOptions, load_labels, resolve_settings
     from lfbtool.runtime import is_main_process, resolve_device
+    from lfbtool.runtime.console import print_warning
+    from lfbtool.runtime.distributed import init_from_env, shutdown
+    from lfbtool.runtime.precision import check_precision
 
     if checkpoint is None and weights is None:
         raise LfbError("pass --checkpoint PATH or --weights NAME: a recognizer with random weights classifies nothing")

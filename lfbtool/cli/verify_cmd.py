@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lfbtool.cli.options import BankArgument
-from lfbtool.console import stdout
+from lfbtool.runtime.console import stdout
 
 
 def verify_command(bank: BankArgument) -> None:

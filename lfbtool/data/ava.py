@@ -170,7 +170,7 @@ def read_proposals(path: str | Path) -> dict[Key, np.ndarray]:
 
 
 def _read_proposals_pkl(path: Path) -> dict[Key, np.ndarray]:
-    from lfbtool.safe_pickle import load_plain
+    from lfbtool._io.safe_pickle import load_plain
 
     if not path.exists():
         raise LfbError(f"{path}: no such file (proposals)")

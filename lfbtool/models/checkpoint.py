@@ -1,6 +1,6 @@
 """Checkpoint reading (plain / MMCV / MMEngine layouts) and strict backbone loading.
 
-Files are read with :func:`lfbtool.safe_pickle.torch_load`: pickled code never runs, and classes of
+Files are read with :func:`lfbtool._io.safe_pickle.torch_load`: pickled code never runs, and classes of
 MMEngine's metadata (``message_hub``, ``meta``) become inert placeholders; only the tensors matter.
 A checkpoint either fits the backbone completely or the user gets one error that lists every
 missing, unexpected and mis-shaped key, so a wrong file never yields a silently random feature bank.
@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lfbtool._io.hashing import file_sha256
+from lfbtool._io.safe_pickle import torch_load
 from lfbtool.errors import LfbError
-from lfbtool.hashing import file_sha256
-from lfbtool.safe_pickle import torch_load
 
 __all__ = ["read_checkpoint", "load_strict", "load_backbone_weights", "check_finite_weights", "checkpoint_sha256"]
 

@@ -15,7 +15,7 @@ from lfbtool.choices import Pool
 from lfbtool.models.lfb_head import LFBHead
 from lfbtool.models.normalization import Normalize
 from lfbtool.models.roi import RoIFeatureExtractor
-from lfbtool.precision import Precision, run_backbone
+from lfbtool.runtime.precision import Precision, run_backbone
 
 __all__ = ["LFBFeatureModel"]
 

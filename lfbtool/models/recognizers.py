@@ -28,7 +28,7 @@ from lfbtool.models import training
 from lfbtool.models.heads import I3DHead
 from lfbtool.models.normalization import Normalization, Normalize
 from lfbtool.models.registry import TestDefaults
-from lfbtool.precision import Precision, autocast, channels_last, prepare_model
+from lfbtool.runtime.precision import Precision, autocast, channels_last, prepare_model
 
 __all__ = ["BaseRecognizer", "Recognizer3D", "TorchvisionVideoClassifier", "TSN2D", "average_clip"]
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from lfbtool._io.lock import remove_dead_temporaries
 from lfbtool.errors import LfbError
-from lfbtool.lock import remove_dead_temporaries
 from lfbtool.runs.naming import PartName, check_mode, parse_record, part_name
 from lfbtool.runs.records import AttemptRecord, PartEntry, RankManifest
 from lfbtool.runs.settings import describe_differences, differing_settings, fingerprint

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lfbtool.atomic import write_json_atomic
+from lfbtool._io.atomic import write_json_atomic
 from lfbtool.errors import LfbError
 from lfbtool.runs.naming import attempt_name, manifest_name
 

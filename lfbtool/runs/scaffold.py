@@ -3,7 +3,7 @@
 The same choreography serves extract, detect and recognize; each passes only what is its own: the
 items to do, how one rank works through its share (``work``), and how rank 0 assembles the parts
 (``assemble``). Every stage ends with all ranks sharing their failures
-(:func:`lfbtool.distributed.agree`), so no rank waits in a collective for one that gave up.
+(:func:`lfbtool.runtime.distributed.agree`), so no rank waits in a collective for one that gave up.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lfbtool import distributed as dist
+from lfbtool._io.lock import RunLock
 from lfbtool.errors import LfbError, RunError
-from lfbtool.lock import RunLock
 from lfbtool.runs.parts import Finished, PartWriter, RunParts, RunPlan
 from lfbtool.runs.records import AttemptRecord
+from lfbtool.runtime import distributed as dist
 
 __all__ = ["PartsRun", "on_main", "run_in_parts"]
 

@@ -1,7 +1,7 @@
 """The recognizer's inputs: ``@list.txt`` expansion, opening a video file or frame directory, and
 decoding one input's test views (MMAction2 ``SampleFrames`` test mode, short-side resize, crops).
 
-Split from :mod:`lfbtool.recognize`, which scores what these functions decode.
+Split from :mod:`lfbtool.recognize.scoring`, which scores what these functions decode.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from lfbtool.data.views import ClipPlan, cut_crops, plan_clips, windows_for
 from lfbtool.errors import LfbError
 
 if TYPE_CHECKING:
-    from lfbtool.recognize import TestSettings
+    from lfbtool.recognize.scoring import TestSettings
 
 __all__ = ["decode_clips", "expand_inputs", "open_input", "plan_for", "video_views"]
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import tomllib
 
+from lfbtool._io.hashing import file_sha256
 from lfbtool.choices import KeyframeSource, Pool, Precision
 from lfbtool.errors import LfbError
-from lfbtool.hashing import file_sha256
 
 
 @dataclass

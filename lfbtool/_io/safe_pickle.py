@@ -28,8 +28,8 @@ import types
 import zipfile
 from typing import IO, Any
 
+from lfbtool._io.pickle_bounds import BoundedUnpickler, Budget, Inert
 from lfbtool.errors import LfbError
-from lfbtool.pickle_bounds import BoundedUnpickler, Budget, Inert
 
 __all__ = ["load_plain", "torch_load", "RestrictedUnpickler", "Placeholder"]
 
@@ -187,7 +187,7 @@ class Placeholder(Inert, metaclass=_InertMeta):
 class RestrictedUnpickler(BoundedUnpickler):
     """Resolves globals only from an allow list; never imports a module named by the pickle.
 
-    The pure-Python base (:class:`~lfbtool.pickle_bounds.BoundedUnpickler`) bounds depth, allocation
+    The pure-Python base (:class:`~lfbtool._io.pickle_bounds.BoundedUnpickler`) bounds depth, allocation
     and per-opcode work.
     """
 

@@ -17,14 +17,10 @@ from typing import Any
 
 import torch
 
-from lfbtool import distributed as dist
+from lfbtool._io.lock import RunLock
 from lfbtool.bank import format as fmt
-from lfbtool.bank import shards
 from lfbtool.bank.merge import merge_shards
-from lfbtool.bank.outdir import RunPlan, prepare_output
 from lfbtool.choices import KeyframeSource
-from lfbtool.config import ExtractConfig, fingerprint, hash_inputs, resolved_dict
-from lfbtool.console import print_warning
 from lfbtool.data.ava import (
     Keyframe,
     Skipped,
@@ -34,11 +30,13 @@ from lfbtool.data.ava import (
     read_proposals,
 )
 from lfbtool.data.clips import ClipSettings, keyframes_inside
-from lfbtool.data.detect_io import sidecar_path
-from lfbtool.detect import DetectConfig, detect_in_context
+from lfbtool.detect.outputs import sidecar_path
+from lfbtool.detect.run import DetectConfig, detect_in_context
 from lfbtool.errors import LfbError, RunError
-from lfbtool.extract_loop import extract_block
-from lfbtool.lock import RunLock
+from lfbtool.extract import _segments as shards
+from lfbtool.extract._loop import extract_block
+from lfbtool.extract._outdir import RunPlan, prepare_output
+from lfbtool.extract.config import ExtractConfig, fingerprint, hash_inputs, resolved_dict
 from lfbtool.models import (
     LFBFeatureModel,
     backbone_spec,
@@ -47,8 +45,10 @@ from lfbtool.models import (
     load_backbone_weights,
     read_checkpoint,
 )
-from lfbtool.precision import check_precision, prepare_model
+from lfbtool.runtime import distributed as dist
 from lfbtool.runtime import resolve_device
+from lfbtool.runtime.console import print_warning
+from lfbtool.runtime.precision import check_precision, prepare_model
 
 
 @dataclass

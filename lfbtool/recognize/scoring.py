@@ -9,8 +9,8 @@ scored in groups of clips instead (same per-view scores, same averaging).
 
 A bad input (unreadable, no frames, too short with ``loop=False``) raises, or with ``keep_going``
 becomes a :class:`VideoResult` with ``error`` set and the loop goes on. Opening inputs and decoding
-their views is :mod:`lfbtool.recognize_inputs`; running a whole test set with result files, resume
-and torchrun is :mod:`lfbtool.recognize_job`.
+their views is :mod:`lfbtool.recognize.inputs`; running a whole test set with result files, resume
+and torchrun is :mod:`lfbtool.recognize.job`.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from lfbtool.choices import AverageClips, CropMode, Precision
 from lfbtool.data.frames import close_source
 from lfbtool.data.views import NUM_CROPS, ClipPlan, resolve_crop_size
 from lfbtool.errors import LfbError
-from lfbtool.labels import KINETICS400, load_labels, top_k
 from lfbtool.models.recognizers import BaseRecognizer, average_clip, check_max_testing_views
-from lfbtool.precision import check_precision
-from lfbtool.recognize_inputs import decode_clips, expand_inputs, open_input, plan_for, video_views
+from lfbtool.recognize.inputs import decode_clips, expand_inputs, open_input, plan_for, video_views
+from lfbtool.recognize.labels import KINETICS400, load_labels, top_k
+from lfbtool.runtime.precision import check_precision
 
 #: Default bound on one input's decoded uint8 views (``--memory-budget``).
 DEFAULT_MEMORY_BUDGET = 1 << 30

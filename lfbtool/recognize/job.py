@@ -19,12 +19,10 @@ from typing import Any
 import torch
 
 from lfbtool import __version__
-from lfbtool.distributed import DistContext, all_gather, barrier, broadcast, contiguous_block
 from lfbtool.errors import LfbError
 from lfbtool.models.checkpoint import checkpoint_sha256
 from lfbtool.models.recognizers import BaseRecognizer
-from lfbtool.recognize import TestSettings, VideoResult, expand_inputs, recognize, top_k
-from lfbtool.recognize_output import (
+from lfbtool.recognize._records import (
     RecordWriter,
     existing_outputs,
     fingerprint,
@@ -33,6 +31,8 @@ from lfbtool.recognize_output import (
     result_record,
     write_results,
 )
+from lfbtool.recognize.scoring import TestSettings, VideoResult, expand_inputs, recognize, top_k
+from lfbtool.runtime.distributed import DistContext, all_gather, barrier, broadcast, contiguous_block
 
 __all__ = ["RecognizeJob", "RunSummary", "run_recognize", "run_settings"]
 
@@ -75,7 +75,7 @@ def run_settings(
     Not included: device, batching, ``max_testing_views`` and the memory budget (they change memory
     and speed, not results beyond float rounding).
     """
-    from lfbtool.grad_cam import default_layer_name
+    from lfbtool.recognize.gradcam import default_layer_name
 
     return {
         "backbone": recognizer.name,
@@ -104,7 +104,7 @@ def run_settings(
 
 def _prepare_outputs(job: RecognizeJob, inputs: Sequence[str], settings: Mapping[str, Any]) -> dict[int, Record]:
     """Rank 0: refuse, clear or resume what an earlier run left; the records already done."""
-    from lfbtool import embeddings
+    from lfbtool.recognize import embeddings
 
     extra = [job.features, embeddings.parts_dir(job.features)] if job.features is not None else []
     if job.resume and job.overwrite:
@@ -134,8 +134,8 @@ def _prepare_outputs(job: RecognizeJob, inputs: Sequence[str], settings: Mapping
 
 def _write_gradcam(recognizer: BaseRecognizer, result: VideoResult, job: RecognizeJob, settings: Mapping[str, Any],
                    names: Sequence[str] | None) -> dict[str, Any]:
-    from lfbtool.grad_cam import compute_gradcam
-    from lfbtool.gradcam_render import write_gradcam_files
+    from lfbtool.recognize.gradcam import compute_gradcam
+    from lfbtool.recognize.gradcam_render import write_gradcam_files
 
     views = result.gradcam_views
     assert views is not None and result.scores is not None and job.gradcam_dir is not None
@@ -202,7 +202,7 @@ def run_recognize(
             extra: dict[str, Any] = {}
             if result.error is None:
                 if job.features is not None and result.embeddings is not None:
-                    from lfbtool.embeddings import write_part
+                    from lfbtool.recognize.embeddings import write_part
 
                     write_part(job.features, index, result.embeddings.numpy())
                 if job.gradcam_dir is not None:
@@ -227,7 +227,7 @@ def run_recognize(
         if job.out is not None:
             write_results(job.out, records)
         if job.features is not None:
-            from lfbtool.embeddings import write_embeddings
+            from lfbtool.recognize.embeddings import write_embeddings
 
             write_embeddings(job.features, records, settings=run_info, fingerprint=fingerprint(run_info),
                              created_by=f"lfbtool {__version__}, torch {torch.__version__}")

@@ -7,7 +7,7 @@ naming the holder. A holder is *provably dead* only on this host, when its pid i
 with a note. A holder on another host is never presumed dead; its lock is removed by hand (the message
 says which file).
 
-Temporary files are named ``<name>.tmp-<host>-<pid>`` (:func:`lfbtool.atomic.temporary_path`);
+Temporary files are named ``<name>.tmp-<host>-<pid>`` (:func:`lfbtool._io.atomic.temporary_path`);
 :func:`temporary_is_dead` tells which ones a later run may delete.
 """
 
@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lfbtool.atomic import os_error_text
+from lfbtool._io.atomic import os_error_text
 from lfbtool.errors import LfbError
 
-LOCK_NAME = ".lfbtool.lock"
+LOCK_NAME = ".lfbtool._io.lock"
 
 
 def _stat_fields(pid: int) -> list[bytes] | None:
@@ -98,7 +98,7 @@ def _describe(holder: dict[str, Any]) -> str:
 
 
 class RunLock:
-    """``OUT/.lfbtool.lock``, held for the duration of a ``with`` block (or until :meth:`release`)."""
+    """``OUT/.lfbtool._io.lock``, held for the duration of a ``with`` block (or until :meth:`release`)."""
 
     def __init__(self, directory: Path, command: str) -> None:
         self.path = Path(directory) / LOCK_NAME

@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lfbtool.atomic import write_json_atomic
+from lfbtool._io.atomic import write_json_atomic
+from lfbtool._io.lock import remove_dead_temporaries
 from lfbtool.bank import format as fmt
 from lfbtool.bank.writer import BankWriter
 from lfbtool.errors import LfbError
-from lfbtool.lock import remove_dead_temporaries
 
 SEGMENT_PATTERN = re.compile(r"^(.+)-a(\d{3})-r(\d{5})-s(\d{6})\.h5$")
 

@@ -1,6 +1,6 @@
 """Rank 0's start of an extraction in OUT: refuse or clean earlier results, plan the attempt, record it.
 
-Rank 0 holds OUT's :class:`~lfbtool.lock.RunLock` while it calls this, so no other run is writing
+Rank 0 holds OUT's :class:`~lfbtool._io.lock.RunLock` while it calls this, so no other run is writing
 there. ``--resume`` keeps every keyframe stored in a complete segment whose settings match this run's; the
 plan (attempt number, keys already done) is what rank 0 broadcasts to the other ranks.
 """
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lfbtool._io.lock import remove_dead_temporaries
 from lfbtool.bank import format as fmt
-from lfbtool.bank import shards
-from lfbtool.config import describe_differences, fingerprint, resume_settings
 from lfbtool.errors import LfbError
-from lfbtool.lock import remove_dead_temporaries
+from lfbtool.extract import _segments as shards
+from lfbtool.extract.config import describe_differences, fingerprint, resume_settings
 
 
 @dataclass(frozen=True)

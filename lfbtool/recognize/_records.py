@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from lfbtool.atomic import atomic_write, os_error_text
+from lfbtool._io.atomic import atomic_write, os_error_text
 from lfbtool.errors import LfbError, RunError
-from lfbtool.recognize import VideoResult, top_k
+from lfbtool.recognize.scoring import VideoResult, top_k
 
 __all__ = ["RecordWriter", "error_record", "fingerprint", "load_done", "part_path", "result_record", "write_results"]
 

@@ -19,19 +19,19 @@ from typing import Any
 
 import torch
 
-from lfbtool import distributed as dist
 from lfbtool.choices import KeyframeSource
-from lfbtool.console import progress_bar
 from lfbtool.data.ava import read_annotations, read_excluded, read_proposals
 from lfbtool.data.clips import ClipSettings
-from lfbtool.data.detect_io import Detections, DetectParts, output_format, write_detections
 from lfbtool.data.frames import VideoFile
 from lfbtool.data.sampling import keyframe_frame_number
 from lfbtool.data.videos import list_videos, read_video_list, variable_rate_warning, whole_clip_seconds
+from lfbtool.detect.outputs import Detections, DetectParts, output_format, write_detections
 from lfbtool.errors import LfbError
 from lfbtool.keys import key_text
 from lfbtool.models.detector import DEFAULT_DETECTOR, detect_persons, load_detector
+from lfbtool.runtime import distributed as dist
 from lfbtool.runtime import resolve_device
+from lfbtool.runtime.console import progress_bar
 
 Key = tuple[str, int]
 

@@ -62,7 +62,7 @@ class Budget:
 
 
 class Inert:
-    """Base of :class:`lfbtool.safe_pickle.Placeholder`: an object built from data, never from code."""
+    """Base of :class:`lfbtool._io.safe_pickle.Placeholder`: an object built from data, never from code."""
 
 
 _NESTING = (*_CONTAINERS, Inert)

@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from lfbtool.atomic import atomic_write, write_json_atomic
-from lfbtool.config import describe_differences
+from lfbtool._io.atomic import atomic_write, write_json_atomic
+from lfbtool._io.lock import remove_dead_temporaries
 from lfbtool.data.ava import read_proposals
 from lfbtool.errors import LfbError, RunError
+from lfbtool.extract.config import describe_differences
 from lfbtool.keys import key_text
-from lfbtool.lock import remove_dead_temporaries
 
 Key = tuple[str, int]
 SEGMENT = re.compile(r"^a(\d{3})-r(\d{5})-s(\d{6})\.pkl$")
@@ -126,7 +126,7 @@ class DetectParts:
         return sorted(p for p in self.directory.iterdir() if SEGMENT.match(p.name))
 
     def _read_segment(self, path: Path) -> dict[Key, np.ndarray]:
-        from lfbtool.safe_pickle import load_plain
+        from lfbtool._io.safe_pickle import load_plain
 
         data = load_plain(path)
         out = {}

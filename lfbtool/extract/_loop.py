@@ -8,13 +8,13 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from lfbtool.bank.shards import ShardWriter
-from lfbtool.console import progress_bar
 from lfbtool.data.ava import Keyframe
 from lfbtool.data.batching import InOrder, KeyframeChunks, VideoChunkSampler, collate_clips
 from lfbtool.data.clips import ClipSettings, KeyframeClips
 from lfbtool.errors import LfbError, RunError
+from lfbtool.extract._segments import ShardWriter
 from lfbtool.models import LFBFeatureModel
+from lfbtool.runtime.console import progress_bar
 
 #: Batches each DataLoader worker decodes ahead of the forward.
 PREFETCH_BATCHES = 4

@@ -30,7 +30,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from lfbtool.atomic import atomic_write, os_error_text, temporary_path
+from lfbtool._io.atomic import atomic_write, os_error_text, temporary_path
 from lfbtool.bank.format import as_text
 from lfbtool.errors import LfbError, RunError
 

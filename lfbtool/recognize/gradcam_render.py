@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lfbtool.atomic import atomic_write
+from lfbtool._io.atomic import atomic_write
 
 __all__ = ["ALPHA", "jet", "overlay", "write_gradcam_files"]
 
