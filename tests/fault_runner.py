@@ -52,7 +52,7 @@ def install(fault: str, n: int) -> None:
 
         h5py.Dataset.__setitem__ = setitem
     elif fault == "manifest":
-        from lfbtool import atomic
+        from lfbtool._io import atomic
 
         def fake_open(file, mode="r", *args, **kwargs):
             handle = builtins.open(file, mode, *args, **kwargs)

@@ -7,13 +7,8 @@ from pathlib import Path
 import pytest
 
 from lfbtool.errors import LfbError
-from lfbtool.extract.config import (
-    build_config,
-    describe_differences,
-    fingerprint,
-    resolved_dict,
-    resume_settings,
-)
+from lfbtool.extract.config import build_config, fingerprint, resolved_dict, resume_settings
+from lfbtool.runs.settings import describe_differences
 
 BASE = {"frames_root": Path("/f"), "proposals": Path("/p.pkl"), "annotations": Path("/a.csv")}
 
@@ -56,8 +51,8 @@ def test_resume_settings_also_cover_selection_and_name_differences():
     a = resume_settings(resolved_dict(build_config(None, BASE), "abc"))
     b = resume_settings(resolved_dict(build_config(None, {**BASE, "clip_len": 8, "score_threshold": 0.5}), "abc"))
     text = describe_differences(a, b)
-    assert "clip_len: 4 (now) vs 8 (existing)" in text
-    assert "score_threshold: 0.9 (now) vs 0.5 (existing)" in text
+    assert "clip_len 4 now, 8 in the earlier run" in text
+    assert "score_threshold 0.9 now, 0.5 in the earlier run" in text
     assert "short_side" not in text
 
 

@@ -232,7 +232,7 @@ def test_crash_then_resume_equals_an_uninterrupted_run(own, reference, tmp_path)
     assert crashed.returncode == -9, crashed.stderr
     parts = Path(f"{out}.parts")
     assert not out.exists() and not Path(f"{out}.json").exists()
-    assert sorted(p.name for p in parts.glob("*.pkl")) == ["a001-r00000-s000000.pkl", "a001-r00000-s000001.pkl"]
+    assert sorted(p.name for p in parts.glob("*.pkl")) == ["detect-a001-r00000-s000000.pkl", "detect-a001-r00000-s000001.pkl"]
     refused = run_lfbtool(own.args(out, "--resume", "--score-threshold", "0.6"))
     assert refused.returncode == 2 and "refusing to resume with other settings" in refused.stderr
     assert "score_threshold" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1

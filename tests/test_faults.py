@@ -28,7 +28,8 @@ from lfbtool.bank.reader import FeatureBank
 from lfbtool.bank.verify import check_bank
 from lfbtool.bank.writer import BankWriter
 from lfbtool.errors import LfbError, RunError
-from lfbtool.extract import _segments as shards
+from lfbtool.extract._segments import BankSegments
+from lfbtool.runs.parts import RunParts, RunPlan
 from tests.conftest import SEGMENT
 from tests.extract_runs import assert_same_bank, child_env
 
@@ -120,18 +121,19 @@ def test_only_temporaries_of_dead_processes_are_removed(tmp_path) -> None:
     remote = tmp_path / "train-a001-r00002-s000001.h5.tmp-other-node-1"
     for path in (live, dead, remote):
         path.write_bytes(b"x")
-    assert shards.remove_temporaries(tmp_path) == [dead]
+    parts = RunParts(tmp_path, "train", BankSegments("train"), command="extract")
+    assert parts.remove_dead_temporaries() == [dead]
     assert live.exists() and remote.exists() and not dead.exists()
 
 
 def test_mode_names_every_shard_file(tmp_path) -> None:
-    writer = shards.ShardWriter(tmp_path, mode="val", attempt=3, rank=1, segment_size=1,
-                                bank_kwargs={"feature_dim": 2, "mode": "train"})
-    writer.append("v", 902, np.ones((1, 2)), np.zeros((1, 4)), np.ones(1))
-    writer.close(keyframes=1)
+    parts = RunParts(tmp_path, "val", BankSegments("val", {"feature_dim": 2, "mode": "train"}), command="extract")
+    writer = parts.writer(RunPlan(complete=False, attempt=3), rank=1, segment_size=1)
+    writer.append(("v", 902), (np.ones((1, 2)), np.zeros((1, 4)), np.ones(1)))
+    writer.close(1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["val-a003-r00001-s000000.h5", "val-a003-r00001.json"]
     assert fmt.read_header(tmp_path / "val-a003-r00001-s000000.h5").mode == "val"
-    assert shards.list_segments(tmp_path, "train") == []
+    assert RunParts(tmp_path, "train", BankSegments("train"), command="extract").parts() == []
 
 
 # --- hostile banks --------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """`lfbtool merge`: banks (train + val, interleaved keys) and shards; duplicates; every refusal.
 
-Banks and shard segments are written here with BankWriter / ShardWriter (no model); expected results
+Banks and shard segments are written here with BankWriter / the run scaffold's PartWriter (no model); expected results
 are computed from the rows the test wrote.
 """
 
@@ -15,11 +15,14 @@ import numpy as np
 import pytest
 
 from lfbtool.bank import merge as merge_mod
-from lfbtool.bank.merge import merge_banks, merge_shards
+from lfbtool.bank.merge import merge_banks
 from lfbtool.bank.verify import check_bank
 from lfbtool.bank.writer import BankWriter
 from lfbtool.errors import LfbError
 from lfbtool.extract import _segments as shards
+from lfbtool.extract._segments import merge_shards
+from lfbtool.runs.parts import RunPlan
+from lfbtool.runs.records import AttemptRecord
 from tests.extract_runs import bank_keys, read_bank
 
 C = 16
@@ -192,7 +195,7 @@ def write_shards(out: Path, *, world: int = 2, segment_size: int = 2) -> Rows:
     directory = shards.shards_dir(out)
     directory.mkdir(parents=True)
     rows = rows_for(SHARD_KEYS, seed=11)
-    shards.AttemptRecord(mode="train", attempt=1, world_size=world, total_keyframes=len(SHARD_KEYS),
+    AttemptRecord(mode="train", attempt=1, world_size=world, total_keyframes=len(SHARD_KEYS),
                          config_fingerprint=FP).write(directory)
     kwargs = {"feature_dim": C, "dtype": "float16", "mode": "train", "config_json": "{}", "config_fingerprint": FP}
     size, extra = divmod(len(SHARD_KEYS), world)
@@ -200,10 +203,10 @@ def write_shards(out: Path, *, world: int = 2, segment_size: int = 2) -> Rows:
     for rank in range(world):
         mine = SHARD_KEYS[start:start + size + (rank < extra)]
         start += len(mine)
-        writer = shards.ShardWriter(directory, mode="train", attempt=1, rank=rank, segment_size=segment_size, bank_kwargs=kwargs)
+        writer = shards.segment_parts(out, "train", kwargs).writer(RunPlan(False, 1), rank, segment_size)
         for key in mine:
-            writer.append(*key, *rows[key])
-        writer.close(keyframes=len(mine))
+            writer.append(key, rows[key])
+        writer.close(len(mine))
     return rows
 
 
@@ -220,7 +223,7 @@ def test_keep_shards(tmp_path: Path) -> None:
     done = cli(str(tmp_path), "--mode", "train", "--keep-shards")
     assert done.returncode == 0, done.stderr
     assert_bank_holds(tmp_path / "lfb_train.h5", rows)
-    assert len(shards.list_segments(tmp_path / "shards", "train")) == 4
+    assert len(shards.segment_parts(tmp_path, "train").parts()) == 4
 
 
 def test_missing_segment_is_refused_naming_rank_and_segment(tmp_path: Path) -> None:
@@ -230,7 +233,7 @@ def test_missing_segment_is_refused_naming_rank_and_segment(tmp_path: Path) -> N
     assert done.returncode == 2
     assert "rank 1 segment 1 of attempt 1" in done.stderr and "segment is missing" in done.stderr
     assert no_output_left(tmp_path / "lfb_train.h5")
-    assert len(shards.list_segments(tmp_path / "shards", "train")) == 3  # shards kept after a failed merge
+    assert len(shards.segment_parts(tmp_path, "train").parts()) == 3  # shards kept after a failed merge
 
 
 def test_truncated_segment_is_refused_naming_rank_and_segment(tmp_path: Path) -> None:
@@ -242,7 +245,7 @@ def test_truncated_segment_is_refused_naming_rank_and_segment(tmp_path: Path) ->
     assert done.returncode == 2
     assert "rank 0 segment 1 of attempt 1" in done.stderr and "truncated" in done.stderr
     assert no_output_left(tmp_path / "lfb_train.h5")
-    assert len(shards.list_segments(tmp_path / "shards", "train")) == 4
+    assert len(shards.segment_parts(tmp_path, "train").parts()) == 4
 
 
 def test_segment_shorter_than_its_record_is_refused(tmp_path: Path) -> None:

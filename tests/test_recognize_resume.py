@@ -83,7 +83,7 @@ def test_one_broken_input_is_reported_and_the_others_scored_as_alone(clips, refe
     assert set(broken) == {"index", "input", "error", "fingerprint", "settings"}
     assert "v2_broken.mp4" in broken["error"] and "cannot open video" in broken["error"]
     assert f"failed: {broken['error']}" in done.stderr and "4 of 5 inputs scored" in done.stderr
-    assert not list(out.parent.glob("*.part"))
+    assert not list(out.parent.glob("*.parts"))
     recognizer = build_recognizer("r3d_18", checkpoint=str(clips["checkpoint"])).recognizer
     settings = resolve_settings(recognizer, RecognizeOptions(num_clips=2, clip_len=4, frame_interval=1, short_side=32,
                                                              crop_size=32, average_clips="none"))
@@ -97,25 +97,26 @@ def test_existing_out_is_refused_without_resume_or_overwrite(clips, reference, t
     out.write_text(reference[0].read_text())
     result = CliRunner().invoke(app, cli_args(clips, "--out", str(out), "--average-clips", "none",
                                               "--features", str(tmp_path / "f.h5")))
-    assert "results.jsonl: exists; pass --resume" in str(result.exception)
+    assert "results.jsonl: holds" in str(result.exception) and "--overwrite" in str(result.exception)
     result = CliRunner().invoke(app, cli_args(clips, "--out", str(out), "--resume", "--num-clips", "3"))
     message = str(result.exception)
-    assert "made with other settings" in message and "num_clips 2 -> 3" in message and "average_clips 'none' -> 'score'" in message
+    assert "refusing to resume with other settings" in message and "num_clips 3 now, 2 there" in message
+    assert 'average_clips "score" now, "none" there' in message
     result = CliRunner().invoke(app, cli_args(clips, "--out", str(out), "--overwrite", "--num-clips", "1"))
     assert result.exit_code == 1 and {r["settings"]["num_clips"] for r in records(out)} == {1}
 
 
 KILL_AT_THIRD_RECORD = """
 import os, signal, sys
-from lfbtool import recognize_output
-write = recognize_output.RecordWriter.write
+from lfbtool.recognize import _records
+finish = _records._RecordsBuilder.finish
 count = [0]
-def dying_write(self, record):
+def dying_finish(self):
     count[0] += 1
-    if count[0] == 3:  # half a line reaches the disk, then the process dies
-        self._handle.write('{"index": 2, "inp'); self._handle.flush(); os.kill(os.getpid(), signal.SIGKILL)
-    write(self, record)
-recognize_output.RecordWriter.write = dying_write
+    if count[0] == 3:  # the third input's part is being written when the process dies
+        os.kill(os.getpid(), signal.SIGKILL)
+    finish(self)
+_records._RecordsBuilder.finish = dying_finish
 sys.argv = ["lfbtool", *sys.argv[1:]]
 from lfbtool.cli import main
 main()
@@ -128,8 +129,9 @@ def test_kill_then_resume_gives_the_uninterrupted_files(clips, reference, tmp_pa
     killed = subprocess.run([sys.executable, "-c", KILL_AT_THIRD_RECORD, *args], capture_output=True, text=True,
                             timeout=300, env=child_env(PYTHONPATH=str(ROOT)))
     assert killed.returncode == -9
-    part = tmp_path / "results.jsonl.rank00000.part"
-    assert not out.exists() and part.read_text().count("\n") == 2 and not part.read_text().endswith("\n")
+    parts = tmp_path / "results.jsonl.parts"
+    assert not out.exists() and sorted(p.name for p in parts.glob("*.npz")) == [
+        "recognize-a001-r00000-s000000.npz", "recognize-a001-r00000-s000001.npz"]
     assert run_cli(args).returncode == 2  # an interrupted run's parts count as an existing --out
     resumed = run_cli([*args, "--resume"])
     assert resumed.returncode == 1, resumed.stderr
@@ -160,7 +162,7 @@ def test_two_gloo_ranks_write_what_one_process_writes(clips, reference, tmp_path
     assert_same_embeddings(features, reference[1])
     printed = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert printed == records(out)  # rank 0 prints every record once, in input order
-    assert not list(tmp_path.glob("*.part")) and not (tmp_path / "features.h5.parts").exists()
+    assert not (tmp_path / "results.jsonl.parts").exists() and not (tmp_path / "features.h5.parts").exists()
 
 
 def test_memory_budget_groups_clips_with_the_same_results(tmp_path):

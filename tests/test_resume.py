@@ -62,7 +62,7 @@ def test_kill_during_forward_then_resume_with_two_processes(tiny_data, reference
     changed = run_lfbtool(args + ["--resume", "--clip-len", "2", "--score-threshold", "0.5"])
     assert changed.returncode == 2 and changed.stderr.count("\n") == 1
     assert "refusing to resume" in changed.stderr
-    assert "clip_len: 2 (now) vs 4" in changed.stderr and "score_threshold: 0.5 (now) vs 0.9" in changed.stderr
+    assert "clip_len 2 now, 4 in attempt 1" in changed.stderr and "score_threshold 0.5 now, 0.9 in attempt 1" in changed.stderr
 
     resumed = run(torchrun_command(["--standalone", "--nproc_per_node=2"],
                                    args + ["--resume", "--keep-shards", "--device", "cpu"]))

@@ -12,7 +12,8 @@ import json
 import os
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,20 +47,36 @@ def io_error_text(error: BaseException) -> str:
     return (str(error).splitlines() or [type(error).__name__])[0]
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], object], *, binary: bool = True) -> Path:
-    """Call ``write(handle)`` on a temporary file beside ``path``, fsync it, rename it to ``path``."""
+def publish(tmp: Path, path: Path) -> Path:
+    """fsync the finished ``tmp`` and rename it to ``path``: the one step that gives a file its name."""
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside ``path`` for writers that take a path (h5py): published as ``path`` when
+    the block ends, removed when it raises; an OSError (or torch's / h5py's RuntimeError for one)
+    becomes one RunError naming ``path``."""
     path = Path(path)
     tmp = temporary_path(path)
     try:
-        with open(tmp, "wb" if binary else "w", encoding=None if binary else "utf-8") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as error:  # torch.save reports a failed write as RuntimeError
+        yield tmp
+        publish(tmp, path)
+    except (OSError, RuntimeError) as error:  # torch.save and h5py report a failed write as RuntimeError
         raise RunError(f"{path}: cannot write ({io_error_text(error)})") from error
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], object], *, binary: bool = True) -> Path:
+    """Call ``write(handle)`` on a temporary file beside ``path``, then publish it as ``path``."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb" if binary else "w", encoding=None if binary else "utf-8") as handle:
+            write(handle)
     return path
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from lfbtool._io.atomic import os_error_text
 from lfbtool.errors import LfbError
 
-LOCK_NAME = ".lfbtool._io.lock"
+LOCK_NAME = ".lfbtool.lock"
 
 
 def _stat_fields(pid: int) -> list[bytes] | None:
@@ -98,10 +98,11 @@ def _describe(holder: dict[str, Any]) -> str:
 
 
 class RunLock:
-    """``OUT/.lfbtool._io.lock``, held for the duration of a ``with`` block (or until :meth:`release`)."""
+    """``OUT/.lfbtool.lock`` (or ``name`` in ``directory``), held for the duration of a ``with`` block
+    (or until :meth:`release`)."""
 
-    def __init__(self, directory: Path, command: str) -> None:
-        self.path = Path(directory) / LOCK_NAME
+    def __init__(self, directory: Path, command: str, *, name: str = LOCK_NAME) -> None:
+        self.path = Path(directory) / name
         self.command = command
         self.note: str | None = None
         self._held: dict[str, Any] | None = None
@@ -119,7 +120,7 @@ class RunLock:
             if holder.get("host") != me["host"] or process_alive(int(holder.get("pid", 0)), holder.get("start", "")):
                 where = "" if holder.get("host") == me["host"] else "; if that host is down, delete the lock file"
                 raise LfbError(f"{self.path.parent}: in use by {_describe(holder)}; lock file {self.path}{where}")
-            stale = self.path.with_name(f"{LOCK_NAME}.stale-{me['host']}-{me['pid']}")
+            stale = self.path.with_name(f"{self.path.name}.stale-{me['host']}-{me['pid']}")
             try:
                 os.replace(self.path, stale)
                 moved = json.loads(stale.read_text())

@@ -21,8 +21,7 @@ from lfbtool._io.lock import remove_dead_temporaries
 from lfbtool.bank import format as fmt
 from lfbtool.bank.writer import BankWriter
 from lfbtool.choices import OnConflict
-from lfbtool.errors import LfbError, RunError
-from lfbtool.extract import _segments as shards
+from lfbtool.errors import LfbError
 from lfbtool.keys import key_text
 
 Key = fmt.Key
@@ -184,32 +183,6 @@ def merge_banks(
                 writer.append(key[0], key[1], *rows)
                 previous = (key, order, rows)
         report.keys, report.rows = writer.num_keys, writer.num_rows
-    return report
-
-
-def merge_shards(directory: Path, bank: Path, *, mode: str, keep_shards: bool = False,
-                 on_conflict: OnConflict | str = OnConflict.error, overwrite: bool = False) -> MergeReport:
-    """Check a finished ``mode`` run's records, merge its segments into ``bank``, then drop them.
-
-    The caller holds the OUT's :class:`~lfbtool._io.lock.RunLock` (extract's rank 0, or ``lfbtool merge``).
-    """
-    segments, expected = shards.segments_for_merge(directory, mode)
-    labels = [shards.segment_label(p) for p in segments]
-    # Segments of a resumed run hold the config of the attempt that wrote them, which differs in run
-    # settings (resume, workers, ...); the bank records the newest, not a list of every segment's.
-    newest = fmt.read_header(segments[-1], labels[-1]) if segments else None
-    report = merge_banks(segments, bank, labels=labels, on_conflict=on_conflict, overwrite=overwrite,
-                         mode=mode, config_json=newest.attrs["config"] if newest else None)
-    if expected >= 0 and report.keys != expected:
-        bank.unlink(missing_ok=True)
-        raise RunError(f"{directory}: merged {report.keys} keyframes but the run planned {expected}")
-    if not keep_shards:  # this mode's files only; the directory goes when nothing else is in it
-        for path in directory.iterdir():
-            if path.name.startswith(f"{mode}-") and ".tmp-" not in path.name:
-                path.unlink(missing_ok=True)
-        shards.remove_temporaries(directory)
-        if not any(directory.iterdir()):
-            directory.rmdir()
     return report
 
 

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 import lfbtool
-from lfbtool._io.atomic import io_error_text, temporary_path
+from lfbtool._io.atomic import io_error_text, publish, temporary_path
 from lfbtool.bank import format as fmt
 from lfbtool.errors import LfbError, RunError
 from lfbtool.keys import key_text
@@ -196,9 +196,7 @@ class BankWriter:
                 data.attrs[fmt.DIGEST_ATTR] = fmt.index_digest(self._videos if dtype else values)
             self._file.flush()
             self._file.close()
-            with open(self.tmp_path, "rb+") as handle:
-                os.fsync(handle.fileno())
-            os.replace(self.tmp_path, self.path)
+            publish(self.tmp_path, self.path)
         except (OSError, RuntimeError) as error:
             self.abort()
             raise RunError(f"{self.tmp_path}: writing the bank failed ({io_error_text(error)})") from error

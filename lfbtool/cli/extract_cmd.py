@@ -137,8 +137,8 @@ def merge_command(
     """Merge an extraction's shards, or several banks (e.g. train + val), streaming in bounded memory."""
     from lfbtool._io.lock import RunLock
     from lfbtool.bank import format as fmt
-    from lfbtool.bank.merge import merge_banks, merge_shards
-    from lfbtool.extract._segments import shards_dir
+    from lfbtool.bank.merge import merge_banks
+    from lfbtool.extract._segments import merge_shards, shards_dir
 
     if len(inputs) == 1 and inputs[0].is_dir():
         bank = output or fmt.bank_path(inputs[0], mode)

@@ -8,17 +8,16 @@ Output (chosen by the extension of ``--out``):
   original LFB and PySlowFast read; numbers with 9 significant digits (float32 round-trips).
 * ``<out>.json``: the sidecar: detector, checkpoint sha256, thresholds, sampling settings, counts.
 
-Parts (``<out>.parts/``): ``settings.json`` (rank 0, first) and segments ``aNNN-rNNNNN-sNNNNNN.pkl``
-of up to ``segment_size`` keyframes each (every keyframe done, with or without persons), each written
-to a temporary name, fsynced and renamed, so a kill loses only the segment in progress.
+Parts (``<out>.parts/``, the run scaffold's layout, :mod:`lfbtool.runs.parts`): an attempt record,
+segments ``detect-a001-r00000-s000000.pkl`` of up to ``segment_size`` keyframes each (every keyframe
+done, with or without persons; each written to a temporary name, fsynced and renamed, so a kill loses
+only the segment in progress) and a manifest per rank.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
-import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,14 +25,12 @@ from typing import Any
 import numpy as np
 
 from lfbtool._io.atomic import atomic_write, write_json_atomic
-from lfbtool._io.lock import remove_dead_temporaries
 from lfbtool.data.ava import read_proposals
 from lfbtool.errors import LfbError, RunError
-from lfbtool.extract.config import describe_differences
 from lfbtool.keys import key_text
+from lfbtool.runs.parts import Finished, RunParts, parts_directory_beside
 
 Key = tuple[str, int]
-SEGMENT = re.compile(r"^a(\d{3})-r(\d{5})-s(\d{6})\.pkl$")
 
 
 def output_format(out: str | Path) -> str:
@@ -88,111 +85,89 @@ def write_detections(out: str | Path, detections: Detections, settings: dict[str
         atomic_write(out, lambda handle: handle.write(text), binary=False)
 
 
-class SegmentWriter:
-    """One rank's segments of one attempt: ``append`` keyframes, a segment every ``size`` of them."""
+class _BoxesBuilder:
+    """One part: keyframes -> boxes, pickled (temporary name, fsync, rename) when finished."""
 
-    def __init__(self, directory: Path, attempt: int, rank: int, size: int) -> None:
-        self.directory, self.attempt, self.rank, self.size = directory, attempt, rank, size
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self.pending: dict[str, np.ndarray] = {}
-        self.seq = 0
 
-    def append(self, key: Key, boxes: np.ndarray) -> None:
+    def add(self, key: Key, boxes: np.ndarray) -> None:
         self.pending[key_text(*key)] = np.asarray(boxes, dtype=np.float32).reshape(-1, 5)
-        if len(self.pending) >= self.size:
-            self.flush()
 
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        name = f"a{self.attempt:03d}-r{self.rank:05d}-s{self.seq:06d}.pkl"
+    @property
+    def count(self) -> int:
+        return len(self.pending)
+
+    @property
+    def rows(self) -> int:
+        return int(sum(len(b) for b in self.pending.values()))
+
+    def finish(self) -> None:
         data = self.pending
-        atomic_write(self.directory / name, lambda handle: pickle.dump(data, handle, protocol=4))
-        self.pending, self.seq = {}, self.seq + 1
+        atomic_write(self.path, lambda handle: pickle.dump(data, handle, protocol=4))
 
-    close = flush
+    def abort(self) -> None:
+        self.pending = {}
 
 
-class DetectParts:
-    """``<out>.parts/``: settings record and segments of every attempt (see the module docstring)."""
+def read_box_part(path: Path) -> dict[Key, np.ndarray]:
+    """A part's boxes by key, loaded without running pickled code."""
+    from lfbtool._io.safe_pickle import load_plain
 
-    def __init__(self, out: str | Path) -> None:
-        self.out = Path(out)
-        self.directory = self.out.with_name(self.out.name + ".parts")
-        self.settings_file = self.directory / "settings.json"
+    data = load_plain(path)
+    if not isinstance(data, dict):
+        raise LfbError(f"{path}: not a detect part (a dict of boxes)")
+    found = {}
+    for text, boxes in data.items():
+        video_id, _, timestamp = str(text).rpartition(",")
+        found[(video_id, int(timestamp))] = np.asarray(boxes, dtype=np.float32).reshape(-1, 5)
+    return found
 
-    def segments(self) -> list[Path]:
-        if not self.directory.is_dir():
-            return []
-        return sorted(p for p in self.directory.iterdir() if SEGMENT.match(p.name))
 
-    def _read_segment(self, path: Path) -> dict[Key, np.ndarray]:
-        from lfbtool._io.safe_pickle import load_plain
+@dataclass(frozen=True)
+class BoxParts:
+    """The part format of detect: up to --segment-size keyframes' boxes (with or without persons)."""
 
-        data = load_plain(path)
-        out = {}
-        for text, boxes in data.items():
-            video_id, timestamp = text.rsplit(",", 1)
-            out[(video_id, int(timestamp))] = np.asarray(boxes, dtype=np.float32).reshape(-1, 5)
-        return out
+    suffix: str = ".pkl"
+    item: str = "keyframes"
 
-    def prepare(self, settings: dict[str, Any], keys: list[Key], *, resume: bool, overwrite: bool) -> dict[str, Any]:
-        """Rank 0, before any work: check and clean, choose the attempt, list keyframes already done."""
-        sidecar = sidecar_path(self.out)
-        if overwrite:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            self.out.unlink(missing_ok=True)
-            sidecar.unlink(missing_ok=True)
-        segments = self.segments()
-        earlier = self.out.exists() or segments or self.settings_file.exists()
-        if earlier and not resume:
-            found = self.out if self.out.exists() else self.directory
-            raise LfbError(f"{found}: holds results of an earlier detect run; pass --resume to continue it "
-                           "or --overwrite to start over")
-        if self.out.exists():
-            try:
-                existing = json.loads(sidecar.read_text())["settings"]
-            except (OSError, ValueError, KeyError, TypeError):
-                raise LfbError(f"{self.out}: exists without a readable sidecar {sidecar.name}; "
-                               "pass --overwrite to detect again") from None
-            if existing != settings:
-                raise LfbError(f"{self.out}: refusing to resume with other settings: "
-                               f"{describe_differences(settings, existing)}")
-            return {"complete": True}
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise LfbError(f"{self.directory}: cannot create ({error.strerror or error})") from None
-        remove_dead_temporaries(list(self.directory.glob("*.tmp-*")))  # writes killed before their rename
-        if self.settings_file.exists():
-            try:
-                existing = json.loads(self.settings_file.read_text())
-            except (OSError, ValueError):
-                raise LfbError(f"{self.settings_file}: unreadable; pass --overwrite to start over") from None
-            if existing != settings:
-                raise LfbError(f"{self.directory}: refusing to resume with other settings: "
-                               f"{describe_differences(settings, existing)}")
-        else:
-            write_json_atomic(self.settings_file, settings)
-        wanted = set(keys)
-        done: set[Key] = set()
-        for path in segments:
-            done.update(self._read_segment(path))
-        attempts = [int(SEGMENT.match(p.name)[1]) for p in segments]
-        return {"complete": False, "attempt": max(attempts, default=0) + 1, "done": sorted(done & wanted)}
+    def start(self, path: Path) -> _BoxesBuilder:
+        return _BoxesBuilder(path)
 
-    def writer(self, attempt: int, rank: int, size: int) -> SegmentWriter:
-        return SegmentWriter(self.directory, attempt, rank, size)
+    def keys(self, path: Path, label: str) -> list[Key]:
+        return list(read_box_part(path))
 
-    def collect(self, keys: list[Key]) -> Detections:
-        """Every wanted keyframe's boxes from the segments (RunError if one is missing)."""
-        found: dict[Key, np.ndarray] = {}
-        for path in self.segments():
-            found.update(self._read_segment(path))
-        missing = [key for key in keys if key not in found]
-        if missing:
-            raise RunError(f"{self.directory}: {len(missing)} keyframes have no finished segment "
-                           f"(first {key_text(*missing[0])}); rerun with --resume")
-        return Detections({key: found[key] for key in keys})
 
-    def remove(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+def detect_parts(out: str | Path, name: str = "detect") -> RunParts:
+    """``<out>.parts/``: the parts of the detect runs writing ``out`` (``name``: extract's mode)."""
+    return RunParts(parts_directory_beside(Path(out)), name, BoxParts(), command="detect")
+
+
+def _sidecar_settings(out: Path) -> dict[str, Any]:
+    sidecar = sidecar_path(out)
+    try:
+        settings = json.loads(sidecar.read_text())["settings"]
+        if isinstance(settings, dict):
+            return settings
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    raise LfbError(f"{out}: exists without a readable sidecar {sidecar.name}; pass --overwrite to detect again")
+
+
+def detections_finished(out: str | Path) -> Finished:
+    """``out`` as a finished output: its settings are in the sidecar, which goes with it."""
+    out = Path(out)
+    return Finished(out, _sidecar_settings, companions=(sidecar_path(out),))
+
+
+def assemble_detections(parts: RunParts, keys: list[Key]) -> Detections:
+    """Every wanted keyframe's boxes from the finished parts (RunError if one is missing)."""
+    found: dict[Key, np.ndarray] = {}
+    for path in parts.finished()[0]:
+        found.update(read_box_part(path))
+    missing = [key for key in keys if key not in found]
+    if missing:
+        raise RunError(f"{parts.directory}: {len(missing)} keyframes have no finished segment "
+                       f"(first {key_text(*missing[0])}); rerun with --resume")
+    return Detections({key: found[key] for key in keys})

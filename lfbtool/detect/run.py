@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import sys
-import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -19,16 +18,26 @@ from typing import Any
 
 import torch
 
+from lfbtool._io.lock import RunLock
 from lfbtool.choices import KeyframeSource
 from lfbtool.data.ava import read_annotations, read_excluded, read_proposals
 from lfbtool.data.clips import ClipSettings
 from lfbtool.data.frames import VideoFile
 from lfbtool.data.sampling import keyframe_frame_number
 from lfbtool.data.videos import list_videos, read_video_list, variable_rate_warning, whole_clip_seconds
-from lfbtool.detect.outputs import Detections, DetectParts, output_format, write_detections
+from lfbtool.detect.outputs import (
+    Detections,
+    assemble_detections,
+    detect_parts,
+    detections_finished,
+    output_format,
+    write_detections,
+)
 from lfbtool.errors import LfbError
 from lfbtool.keys import key_text
 from lfbtool.models.detector import DEFAULT_DETECTOR, detect_persons, load_detector
+from lfbtool.runs.parts import PartWriter, RunParts
+from lfbtool.runs.scaffold import run_in_parts
 from lfbtool.runtime import distributed as dist
 from lfbtool.runtime import resolve_device
 from lfbtool.runtime.console import progress_bar
@@ -205,17 +214,22 @@ def _batches(frames, batch_size: int):
 
 
 def run_detect(config: DetectConfig, *, show_progress: bool | None = None) -> DetectResult:
-    """Detect persons at every keyframe and write ``config.out``. Joins torchrun if launched."""
+    """Detect persons at every keyframe and write ``config.out``. Joins torchrun if launched; rank 0
+    holds the lock ``.<out name>.lock`` beside the output while the run goes on."""
     ctx = dist.init_from_env(config.dist_timeout)
+    out = Path(config.out)
     try:
-        return detect_in_context(config, ctx, show_progress)
+        return detect_in_context(config, ctx, show_progress,
+                                 lock=RunLock(out.parent, f"lfbtool detect --out {out}", name=f".{out.name}.lock"))
     finally:
         dist.shutdown(ctx)
 
 
-def detect_in_context(config: DetectConfig, ctx: dist.DistContext, show_progress: bool | None = None) -> DetectResult:
+def detect_in_context(config: DetectConfig, ctx: dist.DistContext, show_progress: bool | None = None, *,
+                      name: str = "detect", lock: RunLock | None = None) -> DetectResult:
     """:func:`run_detect` inside a process group someone else joined and will leave (``extract``
-    detecting first, then extracting): every rank calls it; the output is on disk when it returns."""
+    detecting first, then extracting, under its own lock; ``name``: its mode, which names the parts):
+    every rank calls it; the output is on disk when it returns."""
     config = resolve_defaults(config)
     out = Path(config.out)
     result = DetectResult(output=out, world_size=ctx.world_size)
@@ -233,33 +247,14 @@ def detect_in_context(config: DetectConfig, ctx: dist.DistContext, show_progress
         failure = error
     dist.agree(ctx, failure)
     keys, settings = prepared
-    result.keys = keys
+    result.keys, result.keyframes = keys, len(keys)
     if ctx.is_main:
         for warning in result.warnings:  # before the long part, where the user sees it
             sys.stderr.write(f"warning: {warning}\n")
-    parts = DetectParts(out)
-    plan, failure = None, None
-    if ctx.is_main:
-        try:
-            plan = parts.prepare(settings, keys, resume=config.resume, overwrite=config.overwrite)
-        except LfbError as error:
-            failure = error
-    dist.agree(ctx, failure)
-    plan = dist.broadcast(ctx, plan)
-    result.keyframes = len(keys)
-    if plan["complete"]:
-        result.already_complete = True
-        _count(result, Detections.read(out))
-        return result
-    done = {tuple(k) for k in plan["done"]}
-    todo = [k for k in keys if k not in done]
-    mine = [todo[i] for i in dist.contiguous_block(len(todo), ctx.world_size, ctx.rank)]
     if show_progress is None:
         show_progress = ctx.is_main and sys.stderr.isatty()
-    failure = None
-    writer = parts.writer(plan["attempt"], ctx.rank, config.segment_size)
-    started = time.perf_counter()
-    try:
+
+    def work(mine: list[Key], writer: PartWriter) -> None:
         with progress_bar("detecting", show_progress) as progress:
             task = progress.add_task("detect", total=len(mine), rate="")
             for batch in _batches(_frames(mine, clip_settings(config)), config.batch_size):
@@ -268,25 +263,22 @@ def detect_in_context(config: DetectConfig, ctx: dist.DistContext, show_progress
                 for (key, _), boxes in zip(batch, found, strict=True):
                     writer.append(key, boxes)
                 progress.update(task, advance=len(batch))
-        writer.close()
-    except LfbError as error:
-        failure = error
-    loop = time.perf_counter() - started
-    dist.agree(ctx, failure, f" (finished segments kept in {parts.directory}; fix and rerun with --resume)")
-    counts = dist.all_gather(ctx, (len(mine), loop))
-    result.detected_now = sum(n for n, _ in counts)
-    result.loop_seconds = max(s for _, s in counts)
-    result.resumed = len(done)
-    failure = None
-    if ctx.is_main:
-        try:
-            detections = parts.collect(keys)
-            write_detections(out, detections, settings)
-            parts.remove()
-            _count(result, detections)
-        except LfbError as error:
-            failure = error
-    dist.agree(ctx, failure)
+
+    def assemble(parts: RunParts) -> Detections:
+        detections = assemble_detections(parts, keys)
+        write_detections(out, detections, settings)
+        parts.remove()
+        return detections
+
+    run = run_in_parts(ctx, detect_parts(out, name), settings=settings, keys=keys, work=work, assemble=assemble,
+                       resume=config.resume, overwrite=config.overwrite, segment_size=config.segment_size,
+                       final=detections_finished(out), lock=lock)
+    result.detected_now, result.loop_seconds, result.resumed = run.produced, run.seconds, run.resumed
+    if run.plan.complete:
+        result.already_complete = True
+        _count(result, Detections.read(out))
+    elif run.assembled is not None:
+        _count(result, run.assembled)
     return result
 
 

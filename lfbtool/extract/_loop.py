@@ -12,8 +12,8 @@ from lfbtool.data.ava import Keyframe
 from lfbtool.data.batching import InOrder, KeyframeChunks, VideoChunkSampler, collate_clips
 from lfbtool.data.clips import ClipSettings, KeyframeClips
 from lfbtool.errors import LfbError, RunError
-from lfbtool.extract._segments import ShardWriter
 from lfbtool.models import LFBFeatureModel
+from lfbtool.runs.parts import PartWriter
 from lfbtool.runtime.console import progress_bar
 
 #: Batches each DataLoader worker decodes ahead of the forward.
@@ -33,7 +33,7 @@ def auto_workers(device: torch.device, local_world_size: int = 1) -> int:
 
 
 def extract_block(model: LFBFeatureModel, device: torch.device, todo: list[Keyframe], settings: ClipSettings,
-                  writer: ShardWriter, *, batch_size: int, num_workers: int | None,
+                  writer: PartWriter, *, batch_size: int, num_workers: int | None,
                   show_progress: bool) -> tuple[int, float]:
     """Extract ``todo`` into ``writer``; returns the count and the loop's wall time (no model setup).
 
@@ -70,8 +70,8 @@ def extract_block(model: LFBFeatureModel, device: torch.device, todo: list[Keyfr
                 for index, rows in zip(indices, features.split(counts), strict=True):
                     for ready, ready_rows in order.push(index, (index, rows)):
                         keyframe = todo[ready]
-                        writer.append(keyframe.video_id, keyframe.timestamp, ready_rows, keyframe.boxes,
-                                      keyframe.scores)
+                        writer.append((keyframe.video_id, keyframe.timestamp),
+                                      (ready_rows, keyframe.boxes, keyframe.scores))
                 done += len(indices)
                 speed = progress.tasks[0].speed
                 progress.update(task, advance=len(indices), rate=f"{speed:.2f} keyframes/s" if speed else "")

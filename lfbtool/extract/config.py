@@ -8,8 +8,6 @@ on other machines with other paths is accepted while a resume with another clip 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
 import string
 from dataclasses import dataclass, field, fields
@@ -22,6 +20,7 @@ import tomllib
 from lfbtool._io.hashing import file_sha256
 from lfbtool.choices import KeyframeSource, Pool, Precision
 from lfbtool.errors import LfbError
+from lfbtool.runs.settings import fingerprint as settings_fingerprint
 
 
 @dataclass
@@ -299,13 +298,6 @@ def resume_settings(resolved: dict[str, Any]) -> dict[str, Any]:
 
 
 def fingerprint(resolved: dict[str, Any]) -> str:
-    """sha256 (16 hex digits) of the compute settings: equal fingerprints mean comparable features."""
-    text = json.dumps(compute_settings(resolved), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def describe_differences(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
-    """``clip_len: 4 (now) vs 8 (shards)``, for a refused resume or merge."""
-    names = sorted(set(ours) | set(theirs))
-    diffs = [f"{n}: {ours.get(n)!r} (now) vs {theirs.get(n)!r} (existing)" for n in names if ours.get(n) != theirs.get(n)]
-    return "; ".join(diffs) if diffs else "no setting differs"
+    """The bank's ``config_fingerprint``: the one settings fingerprint of its compute settings (equal
+    fingerprints mean comparable features; train and val banks of one model merge)."""
+    return settings_fingerprint(compute_settings(resolved))

@@ -8,7 +8,6 @@ every keyframe stored in a complete segment as done, whatever the number of rank
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ import torch
 
 from lfbtool._io.lock import RunLock
 from lfbtool.bank import format as fmt
-from lfbtool.bank.merge import merge_shards
+from lfbtool.bank.merge import MergeReport
 from lfbtool.choices import KeyframeSource
 from lfbtool.data.ava import (
     Keyframe,
@@ -32,11 +31,10 @@ from lfbtool.data.ava import (
 from lfbtool.data.clips import ClipSettings, keyframes_inside
 from lfbtool.detect.outputs import sidecar_path
 from lfbtool.detect.run import DetectConfig, detect_in_context
-from lfbtool.errors import LfbError, RunError
-from lfbtool.extract import _segments as shards
+from lfbtool.errors import LfbError
 from lfbtool.extract._loop import extract_block
-from lfbtool.extract._outdir import RunPlan, prepare_output
-from lfbtool.extract.config import ExtractConfig, fingerprint, hash_inputs, resolved_dict
+from lfbtool.extract._segments import bank_finished, merge_shards, segment_parts, shards_dir
+from lfbtool.extract.config import ExtractConfig, fingerprint, hash_inputs, resolved_dict, resume_settings
 from lfbtool.models import (
     LFBFeatureModel,
     backbone_spec,
@@ -45,6 +43,9 @@ from lfbtool.models import (
     load_backbone_weights,
     read_checkpoint,
 )
+from lfbtool.runs.naming import check_mode
+from lfbtool.runs.parts import PartWriter, RunParts
+from lfbtool.runs.scaffold import on_main, run_in_parts
 from lfbtool.runtime import distributed as dist
 from lfbtool.runtime import resolve_device
 from lfbtool.runtime.console import print_warning
@@ -128,7 +129,7 @@ def detect_persons_first(config: ExtractConfig, ctx: dist.DistContext, show_prog
         frame_interval=config.frame_interval, batch_size=config.batch_size, device=config.device,
         segment_size=config.segment_size, resume=config.resume, overwrite=config.overwrite,
         dist_timeout=config.dist_timeout,
-    ), ctx, show_progress)
+    ), ctx, show_progress, name=config.mode)
     keyframes, skipped = build_keyframes(
         source=KeyframeSource.every_second, annotations=None, excluded=set(), proposals=read_proposals(result.output),
         seconds=result.keys, score_threshold=config.score_threshold, whole_frame_fallback=config.whole_frame_fallback,
@@ -149,12 +150,12 @@ def run_extract(config: ExtractConfig, *, show_progress: bool | None = None) -> 
 
 
 def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | None, lock: RunLock) -> ExtractResult:
-    out, directory = Path(config.out), shards.shards_dir(config.out)
+    out = Path(config.out)
     inputs: tuple | None = None
     failure: LfbError | None = None
     device = torch.device("cpu")
     try:
-        shards.check_mode(config.mode)
+        check_mode(config.mode)
         device = resolve_device(config.device, ctx.local_rank)
         # Everything the user may have got wrong is checked here, before rank 0 writes into OUT:
         # a refused input must not leave an earlier-run record that asks for --resume.
@@ -170,75 +171,45 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
         failure = error
     dist.agree(ctx, failure)
     resolved, keyframes, skipped = inputs
-    failure = None
-    if ctx.is_main:
-        try:
-            lock.acquire()  # before anything is written into OUT, detections included
-            if lock.note:
-                print(f"note: {lock.note}", file=sys.stderr)
-        except LfbError as error:
-            failure = error
-    dist.agree(ctx, failure)
+    on_main(ctx, lambda: _take_lock(lock), share=False)  # before anything is written into OUT, detections included
     if config.keyframes is KeyframeSource.every_second:  # seconds with a whole clip: all inside their videos
         keyframes, skipped, resolved["detection"] = detect_persons_first(config, ctx, show_progress)
-    result = ExtractResult(output=None, shards_dir=directory, skipped=skipped, world_size=ctx.world_size,
+    result = ExtractResult(output=None, shards_dir=shards_dir(out), skipped=skipped, world_size=ctx.world_size,
                            precision=str(config.precision))
-
-    plan: RunPlan | None = None
-    failure = None
-    if ctx.is_main:
-        try:
-            plan = prepare_output(out, config.mode, resolved, ctx.world_size,
-                                  ((k.video_id, k.timestamp) for k in keyframes),
-                                  resume=config.resume, overwrite=config.overwrite)
-        except LfbError as error:
-            failure = error
-    dist.agree(ctx, failure)
-    plan = dist.broadcast(ctx, plan)
-    if plan.complete:
-        bank = fmt.bank_path(out, config.mode)
-        header = fmt.read_header(bank)
-        return _summarize(result, bank, len(header.videos), header.num_keys, header.num_rows, already_complete=True)
-    attempt = plan.attempt
-    seen = dist.all_gather(ctx, (shards.attempt_path(directory, config.mode, attempt).is_file(), socket.gethostname()))
-    blind = [f"rank {r} on {host}" for r, (ok, host) in enumerate(seen) if not ok]
-    if blind:
-        raise RunError(f"{directory}: {', '.join(blind)} cannot see the files rank 0 wrote there; "
-                       "OUT must be on a filesystem shared by all nodes", all_ranks=True)
-
-    done = set(plan.done)
-    todo = [k for k in keyframes if (k.video_id, k.timestamp) not in done]
-    mine = [todo[i] for i in dist.contiguous_block(len(todo), ctx.world_size, ctx.rank)]
-    writer = shards.ShardWriter(directory, mode=config.mode, attempt=attempt, rank=ctx.rank, segment_size=config.segment_size,
-                                bank_kwargs=_bank_kwargs(config, resolved))
     if show_progress is None:
         show_progress = ctx.is_main and sys.stderr.isatty()
-    failure = None
-    try:
-        result.extracted_now, result.loop_seconds = extract_block(
-            model, device, mine, clip_settings(config), writer, batch_size=config.batch_size,
-            num_workers=config.num_workers, show_progress=show_progress)
-        writer.close(keyframes=len(mine))
-    except LfbError as error:
-        writer.abort()
-        failure = error
-    dist.agree(ctx, failure, f" (finished segments kept in {directory}; fix and rerun with --resume)")
-    counts = dist.all_gather(ctx, (result.extracted_now, result.loop_seconds))
-    result.extracted_now = sum(count for count, _ in counts)
-    result.loop_seconds = max(seconds for _, seconds in counts)
-    result.resumed = len(done)
-    failure = None
-    if ctx.is_main and config.merge:
-        try:
-            started = time.perf_counter()
-            report = merge_shards(directory, fmt.bank_path(out, config.mode), mode=config.mode,
-                                  keep_shards=config.keep_shards)
-            result.merge_seconds = time.perf_counter() - started
-            _summarize(result, report.output, report.videos, report.keys, report.rows)
-        except LfbError as error:
-            failure = error
-    dist.agree(ctx, failure)
+    by_key = {(k.video_id, k.timestamp): k for k in keyframes}
+
+    def work(mine: list, writer: PartWriter) -> None:
+        extract_block(model, device, [by_key[key] for key in mine], clip_settings(config), writer,
+                      batch_size=config.batch_size, num_workers=config.num_workers, show_progress=show_progress)
+
+    def assemble(parts: RunParts) -> tuple[MergeReport, float]:
+        started = time.perf_counter()
+        report = merge_shards(parts.directory, fmt.bank_path(out, config.mode), mode=config.mode,
+                              keep_shards=config.keep_shards)
+        return report, time.perf_counter() - started
+
+    bank = fmt.bank_path(out, config.mode)
+    run = run_in_parts(
+        ctx, segment_parts(out, config.mode, _bank_kwargs(config, resolved)), settings=resume_settings(resolved),
+        keys=list(by_key), work=work, assemble=assemble if config.merge else None, resume=config.resume,
+        overwrite=config.overwrite, segment_size=config.segment_size, final=bank_finished(bank, resume_settings),
+        other_output_hint="build this one beside it with another --mode NAME (it names lfb_<mode>.h5)")
+    if run.plan.complete:
+        header = fmt.read_header(bank)
+        return _summarize(result, bank, len(header.videos), header.num_keys, header.num_rows, already_complete=True)
+    result.extracted_now, result.loop_seconds, result.resumed = run.produced, run.seconds, run.resumed
+    if run.assembled is not None:
+        report, result.merge_seconds = run.assembled
+        _summarize(result, report.output, report.videos, report.keys, report.rows)
     return result
+
+
+def _take_lock(lock: RunLock) -> None:
+    lock.acquire()
+    if lock.note:
+        print(f"note: {lock.note}", file=sys.stderr)
 
 
 def _bank_kwargs(config: ExtractConfig, resolved: dict[str, Any]) -> dict[str, Any]:

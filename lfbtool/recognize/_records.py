@@ -1,36 +1,45 @@
-"""The records of ``recognize`` (one JSON object per input) and the JSONL file they go to.
+"""The records of ``recognize`` (one JSON object per input), the JSONL file they go to, and the parts
+that hold them while a run goes on.
 
-Every record carries the run's settings and their fingerprint, so a file says how it was made and
-``--resume`` can refuse a run with other settings. While a run goes on, each rank appends its records
-to ``OUT.rankNNNNN.part``, one complete line at a time (write, flush, fsync); a line cut short by a
-kill is dropped when the run resumes. When every input has a record, rank 0 writes ``OUT`` in input
-order (temporary name, fsync, rename) and removes the parts.
+Every record carries the run's settings and their fingerprint (:mod:`lfbtool.runs.settings`), so a
+file says how it was made and ``--resume`` can refuse a run with other settings. While a run goes on,
+each rank publishes parts through the run scaffold (``<out>.parts/recognize-a001-r00000-s000000.npz``,
+up to ``segment_size`` inputs each: their records as JSON and, with ``--features``, their embeddings),
+so a kill loses only the part in progress. When every input has a record, rank 0 writes the JSONL file
+in input order (and the embeddings file) and removes the parts.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from lfbtool._io.atomic import atomic_write, os_error_text
-from lfbtool.errors import LfbError, RunError
-from lfbtool.recognize.scoring import VideoResult, top_k
+import numpy as np
 
-__all__ = ["RecordWriter", "error_record", "fingerprint", "load_done", "part_path", "result_record", "write_results"]
+from lfbtool._io.atomic import atomic_write
+from lfbtool.errors import LfbError
+from lfbtool.recognize.labels import top_k
+from lfbtool.recognize.scoring import VideoResult
+from lfbtool.runs.settings import fingerprint
+
+__all__ = ["RecordParts", "error_record", "inputs_digest", "read_results", "result_record", "results_settings",
+           "write_results"]
+
+Record = dict[str, Any]
 
 
-def fingerprint(settings: Mapping[str, Any]) -> str:
-    """sha256 (16 hex digits) of the settings' canonical JSON."""
-    return hashlib.sha256(json.dumps(dict(settings), sort_keys=True).encode()).hexdigest()[:16]
+def inputs_digest(inputs: Sequence[str]) -> str:
+    """sha256 of the input list: a resume must score the same inputs in the same order."""
+    return hashlib.sha256("\n".join(inputs).encode()).hexdigest()
 
 
-def result_record(
-    result: VideoResult, index: int, names: Sequence[str] | None, k: int, settings: Mapping[str, Any]
-) -> dict[str, Any]:
+def result_record(result: VideoResult, index: int, names: Sequence[str] | None, k: int,
+                  settings: Mapping[str, Any]) -> Record:
     """The JSON record of a scored input (``index``: its position among all inputs)."""
     if result.error is not None or result.scores is None:
         return error_record(result.input, index, result.error or "no scores", settings)
@@ -52,54 +61,83 @@ def result_record(
     }
 
 
-def error_record(input_text: str, index: int, error: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+def error_record(input_text: str, index: int, error: str, settings: Mapping[str, Any]) -> Record:
     """The record of an input that could not be scored."""
     return {"index": index, "input": input_text, "error": error, "fingerprint": fingerprint(settings),
             "settings": dict(settings)}
 
 
-def part_path(out: str | os.PathLike[str], rank: int) -> Path:
-    out = Path(out)
-    return out.with_name(f"{out.name}.rank{rank:05d}.part")
-
-
-def part_files(out: str | os.PathLike[str]) -> list[Path]:
-    out = Path(out)
-    return sorted(out.parent.glob(f"{out.name}.rank[0-9][0-9][0-9][0-9][0-9].part"))
-
-
-class RecordWriter:
-    """Appends complete lines to a part file: each record is written, flushed and fsynced."""
+class _RecordsBuilder:
+    """One part: records (and embeddings) of up to ``segment_size`` inputs, saved as one ``.npz``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.records: list[Record] = []
+        self.embedded: list[int] = []
+        self.embeddings: list[np.ndarray] = []
+
+    def add(self, key: int, item: tuple[Record, np.ndarray | None]) -> None:
+        record, embedding = item
+        self.records.append(record)
+        if embedding is not None:
+            self.embedded.append(int(key))
+            self.embeddings.append(np.asarray(embedding, dtype=np.float32))
+
+    @property
+    def count(self) -> int:
+        return len(self.records)
+
+    @property
+    def rows(self) -> int:
+        return len(self.embeddings)
+
+    def finish(self) -> None:
+        arrays = {"records": np.array(json.dumps(self.records)), "embedded": np.array(self.embedded, dtype=np.int64)}
+        if self.embeddings:
+            arrays["embeddings"] = np.stack(self.embeddings)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write(self.path, lambda handle: handle.write(buffer.getvalue()))
+
+    def abort(self) -> None:
+        self.records, self.embedded, self.embeddings = [], [], []
+
+
+@dataclass(frozen=True)
+class RecordParts:
+    """The part format of recognize: records by input index, with their embeddings."""
+
+    suffix: str = ".npz"
+    item: str = "inputs"
+
+    def start(self, path: Path) -> _RecordsBuilder:
+        return _RecordsBuilder(path)
+
+    def read(self, path: Path) -> tuple[list[Record], dict[int, np.ndarray]]:
+        """A part's records and embeddings by index (loaded without pickle)."""
         try:
-            self._handle: IO[str] = open(path, "a", encoding="utf-8")
-        except OSError as error:
-            raise RunError(f"{path}: cannot write ({os_error_text(error)})") from error
+            with np.load(path, allow_pickle=False) as data:
+                records = json.loads(str(data["records"]))
+                embedded = [int(i) for i in data["embedded"]]
+                stacked = data["embeddings"] if "embeddings" in data.files else np.zeros((0,), np.float32)
+        except (OSError, ValueError, KeyError) as error:
+            raise LfbError(f"{path}: unreadable recognize part ({error}); rerun with --overwrite") from None
+        if not isinstance(records, list) or len(stacked) != len(embedded):
+            raise LfbError(f"{path}: not a recognize part; rerun with --overwrite")
+        return records, dict(zip(embedded, stacked, strict=True))
 
-    def write(self, record: Mapping[str, Any]) -> None:
-        try:
-            self._handle.write(json.dumps(record) + "\n")
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-        except OSError as error:
-            raise RunError(f"{self.path}: cannot write ({os_error_text(error)})") from error
-
-    def close(self) -> None:
-        self._handle.close()
+    def keys(self, path: Path, label: str) -> list[int]:
+        return [int(record["index"]) for record in self.read(path)[0]]
 
 
-def read_records(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
-    """The complete lines of a results file; with ``repair`` a trailing partial line is cut off the file."""
-    data = path.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
-    if repair and len(complete) != len(data):
-        with open(path, "r+b") as handle:
-            handle.truncate(len(complete))
-            os.fsync(handle.fileno())
+def read_results(path: Path) -> list[Record]:
+    """The records of a finished results file, in input order."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise LfbError(f"{path}: cannot read the results ({error})") from None
     records = []
-    for number, line in enumerate(complete.decode("utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
@@ -107,53 +145,16 @@ def read_records(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
     return records
 
 
-def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    return [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
-            if old.get(key) != new.get(key)]
-
-
-def existing_outputs(out: Path, extra: Iterable[Path] = ()) -> list[Path]:
-    """Files a previous run left: the results, its parts, and ``extra`` (features file, its parts)."""
-    return [p for p in (out, *part_files(out), *extra) if p.exists()]
-
-
-def load_done(out: Path, inputs: Sequence[str], settings: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
-    """Records already in ``out`` and its parts, by input index, for ``--resume``.
-
-    Refused (one line): records made with other settings (naming them), or for other inputs.
-    """
-    done: dict[int, dict[str, Any]] = {}
-    expected = fingerprint(settings)
-    for path in (out, *part_files(out)):
-        if not path.exists():
-            continue
-        for record in read_records(path, repair=path != out):
-            if record.get("fingerprint") != expected:
-                diff = "; ".join(_differences(record.get("settings", {}), settings)) or "unknown settings"
-                raise LfbError(f"{path}: made with other settings ({diff}); rerun with those or pass --overwrite")
-            index = int(record["index"])
-            if index >= len(inputs) or record["input"] != inputs[index]:
-                raise LfbError(
-                    f"{path}: input {index} is {record['input']!r} but this run's is "
-                    f"{inputs[index] if index < len(inputs) else 'missing'!r}; resume with the same inputs or --overwrite"
-                )
-            done[index] = record
-    return done
-
-
-def collect(out: Path) -> dict[int, dict[str, Any]]:
-    """Every record in ``out`` and its parts, by index (rank 0, after the barrier)."""
-    records: dict[int, dict[str, Any]] = {}
-    for path in (out, *part_files(out)):
-        if path.exists():
-            records.update((int(r["index"]), r) for r in read_records(path))
-    return records
+def results_settings(path: Path) -> dict[str, Any]:
+    """What a finished results file was made with (its records' settings), for ``--resume``."""
+    records = read_results(path)
+    settings = records[0].get("settings") if records else None
+    if not isinstance(settings, dict):
+        raise LfbError(f"{path}: holds no records with settings; rerun with --overwrite")
+    return settings
 
 
 def write_results(out: Path, records: Sequence[Mapping[str, Any]]) -> Path:
-    """``out`` with ``records`` (in input order), atomically; then the parts are removed."""
+    """``out`` with ``records`` (in input order), atomically."""
     text = "".join(json.dumps(record) + "\n" for record in records)
-    atomic_write(out, lambda handle: handle.write(text), binary=False)
-    for part in part_files(out):
-        part.unlink(missing_ok=True)
-    return out
+    return atomic_write(out, lambda handle: handle.write(text), binary=False)

@@ -12,16 +12,15 @@ Layout (``format="lfbtool-embeddings"``, ``format_version=1``, in the spirit of 
     /num_views   (N,)          int32
     /failed      (M,)          utf-8   inputs that failed (no embedding)
 
-While a run goes on, each input's embedding is its own ``.npy`` under ``FILE.parts/`` (written
-atomically before the input's result line), so a killed run resumes and torchrun ranks never share a
-file; rank 0 assembles the HDF5 file (temporary name, fsync, rename) and removes the parts.
+While a run goes on, embeddings travel in recognize's parts with their records
+(:mod:`lfbtool.recognize._records`), so a killed run resumes and torchrun ranks never share a file;
+rank 0 writes this file (temporary name, fsync, rename) when every input is done.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +29,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from lfbtool._io.atomic import atomic_write, os_error_text, temporary_path
+from lfbtool._io.atomic import atomic_output, os_error_text
 from lfbtool.bank.format import as_text
-from lfbtool.errors import LfbError, RunError
+from lfbtool.errors import LfbError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Embeddings", "read_embeddings", "write_embeddings"]
 
@@ -50,65 +49,41 @@ class Embeddings:
     checkpoint_sha256: str
     average_clips: str
 
-def parts_dir(path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    return path.with_name(f"{path.name}.parts")
-
-def write_part(path: str | os.PathLike[str], index: int, embedding: np.ndarray) -> Path:
-    """One input's embedding as ``FILE.parts/<index>.npy``, atomically."""
-    directory = parts_dir(path)
-    directory.mkdir(parents=True, exist_ok=True)
-    return atomic_write(directory / f"{index:09d}.npy", lambda handle: np.save(handle, embedding.astype(np.float32)))
-
-def read_part(path: str | os.PathLike[str], index: int) -> np.ndarray:
-    part = parts_dir(path) / f"{index:09d}.npy"
-    try:
-        return np.load(part)
-    except (OSError, ValueError) as error:
-        raise LfbError(f"{part}: missing or unreadable embedding of a recorded input; rerun with --overwrite") from error
-
-def remove_parts(path: str | os.PathLike[str]) -> None:
-    shutil.rmtree(parts_dir(path), ignore_errors=True)
-
 def write_embeddings(
     path: str | os.PathLike[str],
     records: Sequence[Mapping[str, Any]],
+    rows: Mapping[int, np.ndarray],
     *,
     settings: Mapping[str, Any],
     fingerprint: str,
     created_by: str,
 ) -> Path:
-    """Assemble the file from the parts of ``records`` (result records in input order) and remove the parts."""
+    """Write the file (atomically) from ``records`` (in input order) and the embedding of each scored
+    one, by its index."""
     path = Path(path)
     ok = [r for r in records if r.get("error") is None]
-    arrays = [read_part(path, int(r["index"])) for r in ok]
+    missing = [r["input"] for r in ok if int(r["index"]) not in rows]
+    if missing:
+        raise LfbError(f"{path}: no embedding was stored for {missing[0]}; rerun with --overwrite")
+    arrays = [np.asarray(rows[int(r["index"])], dtype=np.float32) for r in ok]
     shape = arrays[0].shape if arrays else (0,)
     if any(a.shape != shape for a in arrays):
-        raise LfbError(f"{parts_dir(path)}: embeddings differ in shape; rerun with --overwrite")
+        raise LfbError(f"{path}: embeddings differ in shape; rerun with --overwrite")
     stacked = np.stack(arrays) if arrays else np.zeros((0, 0), np.float32)
-    tmp = temporary_path(path)
     text = h5py.string_dtype("utf-8")
-    try:
-        with h5py.File(tmp, "w") as handle:
-            handle.attrs.update({
-                "format": FORMAT, "format_version": FORMAT_VERSION,
-                "settings": json.dumps(dict(settings), sort_keys=True), "fingerprint": fingerprint,
-                "checkpoint_sha256": str(settings.get("checkpoint_sha256") or ""),
-                "average_clips": str(settings.get("average_clips", "")), "created_by": created_by,
-            })
-            handle.create_dataset("inputs", data=[str(r["input"]) for r in ok], dtype=text)
-            handle.create_dataset("embeddings", data=stacked.astype(np.float32))
-            handle.create_dataset("num_views", data=np.array([int(r["views"]) for r in ok], dtype=np.int32))
-            handle.create_dataset("failed", data=[str(r["input"]) for r in records if r.get("error")], dtype=text)
-        with open(tmp, "rb+") as raw:
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        raise RunError(f"{path}: cannot write ({os_error_text(error)})") from error
-    finally:
-        tmp.unlink(missing_ok=True)
-    remove_parts(path)
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as handle:
+        handle.attrs.update({
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "settings": json.dumps(dict(settings), sort_keys=True), "fingerprint": fingerprint,
+            "checkpoint_sha256": str(settings.get("checkpoint_sha256") or ""),
+            "average_clips": str(settings.get("average_clips", "")), "created_by": created_by,
+        })
+        handle.create_dataset("inputs", data=[str(r["input"]) for r in ok], dtype=text)
+        handle.create_dataset("embeddings", data=stacked)
+        handle.create_dataset("num_views", data=np.array([int(r["views"]) for r in ok], dtype=np.int32))
+        handle.create_dataset("failed", data=[str(r["input"]) for r in records if r.get("error")], dtype=text)
     return path
+
 
 def read_embeddings(path: str | os.PathLike[str]) -> Embeddings:
     """Read a ``--features`` file back; a file of another format or a newer version is refused."""

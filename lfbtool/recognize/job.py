@@ -1,10 +1,10 @@
 """``recognize`` over a whole test set: result records to a JSONL file, keep going past bad inputs,
 ``--resume`` after a kill, torchrun ranks, clip embeddings and Grad-CAM pictures.
 
-What the CLI runs and library users call (:func:`run_recognize`). Under torchrun the inputs still to
-do are split in contiguous blocks across ranks; each rank writes its own part files; rank 0 writes
-the results (and the embeddings file) in input order after every rank is done, so the files equal
-those of one process.
+What the CLI runs and library users call (:func:`run_recognize`). The run scaffold
+(:mod:`lfbtool.runs`) splits the inputs still to do in contiguous blocks across ranks; each rank
+publishes parts beside the output; rank 0 writes the results (and the embeddings file) in input
+order after every rank is done, so the files equal those of one process.
 """
 
 from __future__ import annotations
@@ -16,23 +16,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from lfbtool import __version__
-from lfbtool.errors import LfbError
+from lfbtool._io.lock import RunLock
+from lfbtool.errors import LfbError, RunError
 from lfbtool.models.checkpoint import checkpoint_sha256
 from lfbtool.models.recognizers import BaseRecognizer
 from lfbtool.recognize._records import (
-    RecordWriter,
-    existing_outputs,
-    fingerprint,
-    load_done,
-    part_path,
+    RecordParts,
+    inputs_digest,
+    read_results,
     result_record,
+    results_settings,
     write_results,
 )
+from lfbtool.recognize.embeddings import read_embeddings, write_embeddings
 from lfbtool.recognize.scoring import TestSettings, VideoResult, expand_inputs, recognize, top_k
-from lfbtool.runtime.distributed import DistContext, all_gather, barrier, broadcast, contiguous_block
+from lfbtool.runs.parts import Finished, PartWriter, RunParts, parts_directory_beside
+from lfbtool.runs.scaffold import on_main, run_in_parts
+from lfbtool.runs.settings import fingerprint
+from lfbtool.runtime.distributed import DistContext, all_gather, broadcast, contiguous_block
 
 __all__ = ["RecognizeJob", "RunSummary", "run_recognize", "run_settings"]
 
@@ -52,6 +57,7 @@ class RecognizeJob:
     overwrite: bool = False
     keep_going: bool = True
     top_k: int = 5
+    segment_size: int = 1  # inputs per part: each scored input is on disk as soon as it is done
 
 
 @dataclass
@@ -102,36 +108,6 @@ def run_settings(
     }
 
 
-def _prepare_outputs(job: RecognizeJob, inputs: Sequence[str], settings: Mapping[str, Any]) -> dict[int, Record]:
-    """Rank 0: refuse, clear or resume what an earlier run left; the records already done."""
-    from lfbtool.recognize import embeddings
-
-    extra = [job.features, embeddings.parts_dir(job.features)] if job.features is not None else []
-    if job.resume and job.overwrite:
-        raise LfbError("pass either --resume or --overwrite, not both")
-    if job.resume and job.out is None:
-        raise LfbError("--resume needs --out FILE: the records of the run to continue")
-    left = existing_outputs(job.out, extra) if job.out is not None else [p for p in extra if p.exists()]
-    if left and not job.resume and not job.overwrite:
-        raise LfbError(f"{left[0]}: exists; pass --resume to continue that run or --overwrite to replace it")
-    if not job.resume:
-        for path in left:
-            if path.is_dir():
-                embeddings.remove_parts(job.features)  # type: ignore[arg-type]
-            else:
-                path.unlink()
-        return {}
-    assert job.out is not None
-    done = load_done(job.out, inputs, settings)
-    if job.features is not None and job.features.exists():  # a finished file: its rows become parts again
-        stored = embeddings.read_embeddings(job.features)
-        rows = dict(zip(stored.inputs, stored.embeddings, strict=True))
-        for index, record in done.items():
-            if record.get("error") is None and record["input"] in rows:
-                embeddings.write_part(job.features, index, rows[record["input"]])
-    return done
-
-
 def _write_gradcam(recognizer: BaseRecognizer, result: VideoResult, job: RecognizeJob, settings: Mapping[str, Any],
                    names: Sequence[str] | None) -> dict[str, Any]:
     from lfbtool.recognize.gradcam import compute_gradcam
@@ -146,6 +122,17 @@ def _write_gradcam(recognizer: BaseRecognizer, result: VideoResult, job: Recogni
     files = write_gradcam_files(job.gradcam_dir, Path(result.input).name, clip.numpy(), cam.map.numpy(),
                                 f"{label} ({cam.layer})")
     return {"class": cam.target_class, "layer": cam.layer, "files": [str(f) for f in files]}
+
+
+def _outputs(job: RecognizeJob) -> tuple[Path, Finished] | None:
+    """The file a run is resumed from (``--out``, else ``--features``) with its parts beside it; None
+    when nothing is written (records go to the caller only)."""
+    if job.out is not None:
+        companions = (job.features,) if job.features is not None else ()
+        return job.out, Finished(job.out, results_settings, companions=companions)
+    if job.features is not None:
+        return job.features, Finished(job.features, lambda path: read_embeddings(path).settings)
+    return None
 
 
 def run_recognize(
@@ -164,10 +151,12 @@ def run_recognize(
 ) -> RunSummary:
     """Score every input, write the records (``job.out``), embeddings and Grad-CAM files; return all records.
 
-    ``run_info``: :func:`run_settings`'s dict (its fingerprint guards ``--resume``). ``on_record`` is
-    called on rank 0 for each new record in input order (as they come in one process, after every rank
-    is done under torchrun); ``on_failure`` on the rank where an input failed. Every rank returns the
-    same summary.
+    ``run_info``: :func:`run_settings`'s dict; with the digest of the input list it is what the records
+    carry and what ``--resume`` compares. The inputs are split over the ranks and written in parts by
+    the run scaffold (:mod:`lfbtool.runs.scaffold`); rank 0 writes the files in input order at the end.
+    ``on_record`` is called on rank 0 for each new record in input order (as they come in one process,
+    after every rank is done under torchrun); ``on_failure`` on the rank where an input failed. Every
+    rank returns the same summary.
     """
     ctx = ctx or DistContext()
     paths = expand_inputs(inputs)
@@ -179,57 +168,82 @@ def run_recognize(
             if other != text:
                 raise LfbError(f"--gradcam: {other} and {text} share the name {Path(text).name}; "
                                "their pictures would overwrite each other")
-    problem, done = None, {}
-    if ctx.is_main:
-        try:
-            done = _prepare_outputs(job, texts, run_info)
-        except LfbError as error:
-            problem = str(error)
-    problem, done = broadcast(ctx, (problem, done))
-    if problem is not None:
-        raise LfbError(problem, all_ranks=True)
+    if job.resume and job.overwrite:
+        raise LfbError("pass either --resume or --overwrite, not both")
+    if job.resume and job.out is None:
+        raise LfbError("--resume needs --out FILE: the records of the run to continue")
+    info = {**run_info, "inputs_sha256": inputs_digest(texts)}
 
-    todo = [i for i in range(len(paths)) if i not in done]
-    mine = [todo[j] for j in contiguous_block(len(todo), ctx.world_size, ctx.rank)]
-    writer = RecordWriter(part_path(job.out, ctx.rank)) if job.out is not None and mine else None
-    new: list[Record] = []
-    try:
-        results = recognize([paths[i] for i in mine], recognizer, settings, device=device, on_notice=on_notice,
-                            keep_going=job.keep_going, embeddings=job.features is not None,
-                            gradcam_views=job.gradcam_dir is not None) if mine else iter(())
-        for result in results:
+    def score(mine: list[int], keep: Callable[[int, Record, np.ndarray | None], None]) -> None:
+        if not mine:
+            return
+        for result in recognize([paths[i] for i in mine], recognizer, settings, device=device, on_notice=on_notice,
+                                keep_going=job.keep_going, embeddings=job.features is not None,
+                                gradcam_views=job.gradcam_dir is not None):
             index = mine[result.index]
             extra: dict[str, Any] = {}
+            embedding = None
             if result.error is None:
                 if job.features is not None and result.embeddings is not None:
-                    from lfbtool.recognize.embeddings import write_part
-
-                    write_part(job.features, index, result.embeddings.numpy())
+                    embedding = result.embeddings.numpy()
                 if job.gradcam_dir is not None:
-                    extra["gradcam"] = _write_gradcam(recognizer, result, job, run_info, names)
-            record = {**result_record(result, index, names, job.top_k, run_info), **extra}
-            if writer is not None:
-                writer.write(record)
-            new.append(record)
+                    extra["gradcam"] = _write_gradcam(recognizer, result, job, info, names)
+            record = {**result_record(result, index, names, job.top_k, info), **extra}
+            keep(index, record, embedding)
             if record.get("error") is not None and on_failure is not None:
                 on_failure(record)
             if ctx.world_size == 1 and on_record is not None:
                 on_record(record)
-    finally:
-        if writer is not None:
-            writer.close()
-    fresh = sorted((r for part in all_gather(ctx, new) for r in part), key=lambda r: r["index"])
-    if ctx.world_size > 1 and ctx.is_main and on_record is not None:
-        for record in fresh:
-            on_record(record)
-    records = sorted([*done.values(), *fresh], key=lambda r: r["index"])
-    if ctx.is_main:
-        if job.out is not None:
-            write_results(job.out, records)
-        if job.features is not None:
-            from lfbtool.recognize.embeddings import write_embeddings
 
-            write_embeddings(job.features, records, settings=run_info, fingerprint=fingerprint(run_info),
+    outputs = _outputs(job)
+    if outputs is None:  # nothing to write, nothing to resume: score this rank's share, gather
+        fresh: list[Record] = []
+        score([i for i in contiguous_block(len(texts), ctx.world_size, ctx.rank)], lambda i, r, e: fresh.append(r))
+        records = sorted((r for part in all_gather(ctx, fresh) for r in part), key=lambda r: r["index"])
+        _report_new(ctx, records, set(), on_record)
+        return RunSummary(records, failures=[r for r in records if r.get("error") is not None])
+    primary, final = outputs
+
+    def work(mine: list[int], writer: PartWriter) -> None:
+        score(mine, lambda index, record, embedding: writer.append(index, (record, embedding)))
+
+    def assemble(parts: RunParts) -> list[Record]:
+        found: dict[int, Record] = {}
+        rows: dict[int, np.ndarray] = {}
+        for path in parts.finished()[0]:
+            records, embeddings = RecordParts().read(path)
+            found.update((int(r["index"]), r) for r in records)
+            rows.update(embeddings)
+        missing = [i for i in range(len(texts)) if i not in found]
+        if missing:
+            raise RunError(f"{parts.directory}: {len(missing)} inputs have no record (first {texts[missing[0]]}); "
+                           "rerun with --resume")
+        ordered = [found[i] for i in range(len(texts))]
+        if job.out is not None:
+            write_results(job.out, ordered)
+        if job.features is not None:
+            write_embeddings(job.features, ordered, rows, settings=info, fingerprint=fingerprint(info),
                              created_by=f"lfbtool {__version__}, torch {torch.__version__}")
-    barrier(ctx)
-    return RunSummary(records, skipped=len(done), failures=[r for r in records if r.get("error") is not None])
+        parts.remove()
+        return ordered
+
+    lock = RunLock(primary.parent, f"lfbtool recognize --out {primary}", name=f".{primary.name}.lock")
+    run = run_in_parts(ctx, RunParts(parts_directory_beside(primary), "recognize", RecordParts(), command="recognize"),
+                       settings=info, keys=list(range(len(texts))), work=work, assemble=assemble,
+                       resume=job.resume, overwrite=job.overwrite, segment_size=job.segment_size, final=final,
+                       lock=lock)
+    if run.plan.complete:
+        records = on_main(ctx, lambda: read_results(primary)) or []
+        return RunSummary(records, skipped=len(records), failures=[r for r in records if r.get("error") is not None])
+    records = broadcast(ctx, run.assembled)
+    _report_new(ctx, records, set(run.plan.done), on_record)
+    return RunSummary(records, skipped=run.resumed, failures=[r for r in records if r.get("error") is not None])
+
+
+def _report_new(ctx: DistContext, records: list[Record], done: set[Any],
+                on_record: Callable[[Record], None] | None) -> None:
+    """Under torchrun rank 0 reports the new records once every rank is done, in input order."""
+    if ctx.world_size > 1 and ctx.is_main and on_record is not None:
+        for record in records:
+            if record["index"] not in done:
+                on_record(record)

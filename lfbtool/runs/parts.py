@@ -28,7 +28,7 @@ from lfbtool.runs.naming import PartName, check_mode, parse_record, part_name
 from lfbtool.runs.records import AttemptRecord, PartEntry, RankManifest
 from lfbtool.runs.settings import describe_differences, differing_settings, fingerprint
 
-__all__ = ["Finished", "PartBuilder", "PartFormat", "PartWriter", "RunParts", "RunPlan"]
+__all__ = ["Finished", "PartBuilder", "PartFormat", "PartWriter", "RunParts", "RunPlan", "parts_directory_beside"]
 
 Key = Hashable
 
@@ -181,9 +181,10 @@ class RunParts:
         return remove_dead_temporaries(candidates)
 
     def remove(self) -> None:
-        """Delete this name's parts and records (the directory too, once empty)."""
+        """Delete this name's parts and records and dead temporaries (the directory too, once empty)."""
         for path in [*self.parts(), *self.records()]:
             path.unlink(missing_ok=True)
+        self.remove_dead_temporaries()
         try:
             self.directory.rmdir()
         except OSError:
@@ -293,6 +294,12 @@ class RunParts:
             if stored != count:
                 raise LfbError(f"{label}: holds {stored} {self.format.item}, its record says {count}; truncated")
         return [path for path, _, _ in expected], record.total_keyframes
+
+
+def parts_directory_beside(output: Path) -> Path:
+    """``<output>.parts/``: where a run whose output is one file keeps its parts."""
+    output = Path(output)
+    return output.with_name(f"{output.name}.parts")
 
 
 def _sort_key(key: Key) -> Any:

@@ -12,7 +12,6 @@ import socket
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from lfbtool._io.lock import RunLock
@@ -115,9 +114,3 @@ def run_in_parts(
     finally:
         if lock is not None and ctx.is_main:
             lock.release()
-
-
-def parts_directory_beside(output: Path) -> Path:
-    """``<output>.parts/``: where a run whose output is one file keeps its parts."""
-    output = Path(output)
-    return output.with_name(f"{output.name}.parts")
