@@ -8,9 +8,12 @@ MMAction2's AVADataset test-mode selection (see docs/inputs.md).
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Literal
 
@@ -177,6 +180,45 @@ def _read_proposals_pkl(path: Path) -> dict[Key, np.ndarray]:
     data = load_plain(path)
     if not isinstance(data, dict):
         raise LfbError(f"{path}: expected a dict 'video_id,timestamp' -> array, got {type(data).__name__}")
+    checked = _proposals_at_once(data)
+    return checked if checked is not None else _proposals_one_by_one(path, data)
+
+
+_PLAIN_KEYS = re.compile(r"(?:[^,\n]+,[0-9]{1,9}\n)*[^,\n]+,[0-9]{1,9}")
+
+
+def _proposals_at_once(data: dict) -> dict[Key, np.ndarray] | None:
+    """The usual file (``"vid,0902"`` keys, numeric 2-D arrays, valid boxes) checked with whole-array
+    operations: 200k keys in a fraction of the time the key-by-key loop takes. None when anything is
+    off; the loop then names the first problem."""
+    keys, arrays = list(data), list(data.values())
+    if not keys or set(map(type, keys)) != {str} or set(map(type, arrays)) != {np.ndarray}:
+        return None
+    text = "\n".join(keys)
+    if text.count("\n") != len(keys) - 1 or _PLAIN_KEYS.fullmatch(text) is None:
+        return None
+    dtypes = set(map(attrgetter("dtype"), arrays))
+    if any(dtype.kind not in "iuf" for dtype in dtypes) or set(map(attrgetter("ndim"), arrays)) != {2}:
+        return None
+    try:
+        boxes = np.concatenate(arrays)
+    except ValueError:  # [n, 4] and [n, 5] arrays in one file
+        return None
+    corners = boxes[:, :4]
+    if boxes.shape[1] not in (4, 5) or not np.isfinite(boxes).all() or not (
+        (corners >= 0).all() and (corners <= 1).all() and (corners[:, 2:] >= corners[:, :2]).all()
+    ):
+        return None
+    video_ids, stamps = zip(*map(str.split, keys, itertools.repeat(",")), strict=True)
+    if any(video_id_problem(video_id) for video_id in set(video_ids)):
+        return None
+    if dtypes != {np.dtype(np.float32)} or not all(map(attrgetter("flags.writeable"), arrays)):
+        arrays = [array.astype(np.float32) for array in arrays]
+    out = dict(zip(zip(video_ids, map(int, stamps), strict=True), arrays, strict=True))
+    return out if len(out) == len(keys) else None  # "v,902" and "v,0902": the loop names the duplicate
+
+
+def _proposals_one_by_one(path: Path, data: dict) -> dict[Key, np.ndarray]:
     out: dict[Key, np.ndarray] = {}
     for raw_key, value in data.items():
         where = f"{path}: key {raw_key!r}"
