@@ -8,12 +8,10 @@ MMAction2's AVADataset test-mode selection (see docs/inputs.md).
 
 from __future__ import annotations
 
-import itertools
 import math
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Literal
 
@@ -173,6 +171,7 @@ def read_proposals(path: str | Path) -> dict[Key, np.ndarray]:
 
 
 def _read_proposals_pkl(path: Path) -> dict[Key, np.ndarray]:
+    from lfbtool.pickle_fast import collector_paused
     from lfbtool.safe_pickle import load_plain
 
     if not path.exists():
@@ -180,11 +179,9 @@ def _read_proposals_pkl(path: Path) -> dict[Key, np.ndarray]:
     data = load_plain(path)
     if not isinstance(data, dict):
         raise LfbError(f"{path}: expected a dict 'video_id,timestamp' -> array, got {type(data).__name__}")
-    checked = _proposals_at_once(data)
+    with collector_paused():
+        checked = _proposals_at_once(data)
     return checked if checked is not None else _proposals_one_by_one(path, data)
-
-
-_PLAIN_KEYS = re.compile(r"(?:[^,\n]+,[0-9]{1,9}\n)*[^,\n]+,[0-9]{1,9}")
 
 
 def _proposals_at_once(data: dict) -> dict[Key, np.ndarray] | None:
@@ -194,28 +191,36 @@ def _proposals_at_once(data: dict) -> dict[Key, np.ndarray] | None:
     keys, arrays = list(data), list(data.values())
     if not keys or set(map(type, keys)) != {str} or set(map(type, arrays)) != {np.ndarray}:
         return None
-    text = "\n".join(keys)
-    if text.count("\n") != len(keys) - 1 or _PLAIN_KEYS.fullmatch(text) is None:
-        return None
     dtypes = set(map(attrgetter("dtype"), arrays))
     if any(dtype.kind not in "iuf" for dtype in dtypes) or set(map(attrgetter("ndim"), arrays)) != {2}:
         return None
+    width = arrays[0].shape[1]
+    columns = np.empty((width, sum(map(len, arrays))), np.result_type(*dtypes))
     try:
-        boxes = np.concatenate(arrays)
+        np.concatenate(arrays, out=columns.T)  # column by column: the checks below read contiguous memory
     except ValueError:  # [n, 4] and [n, 5] arrays in one file
         return None
-    corners = boxes[:, :4]
-    if boxes.shape[1] not in (4, 5) or not np.isfinite(boxes).all() or not (
-        (corners >= 0).all() and (corners <= 1).all() and (corners[:, 2:] >= corners[:, :2]).all()
+    corners = columns[:4]
+    if width not in (4, 5) or not np.isfinite(columns).all() or not (
+        corners.min(initial=0) >= 0 and corners.max(initial=1) <= 1
+        and (columns[2] >= columns[0]).all() and (columns[3] >= columns[1]).all()
     ):
-        return None
-    video_ids, stamps = zip(*map(str.split, keys, itertools.repeat(",")), strict=True)
-    if any(video_id_problem(video_id) for video_id in set(video_ids)):
         return None
     if dtypes != {np.dtype(np.float32)} or not all(map(attrgetter("flags.writeable"), arrays)):
         arrays = [array.astype(np.float32) for array in arrays]
-    out = dict(zip(zip(video_ids, map(int, stamps), strict=True), arrays, strict=True))
-    return out if len(out) == len(keys) else None  # "v,902" and "v,0902": the loop names the duplicate
+    out: dict[Key, np.ndarray] = {}
+    try:
+        for key, array in zip(keys, arrays, strict=True):
+            video_id, _, stamp = key.partition(",")
+            out[video_id, int(stamp)] = array  # int() as in the loop: spaces and signs too
+    except ValueError:  # no comma, two commas, not a number
+        return None
+    stamps = list(map(itemgetter(1), out))
+    if len(out) != len(keys) or any(timestamp_problem(t) for t in (min(stamps), max(stamps))):
+        return None  # a duplicate ("v,902" and "v,0902"), or a timestamp a bank cannot hold
+    if any(video_id_problem(v) for v in set(map(itemgetter(0), out))):
+        return None
+    return out
 
 
 def _proposals_one_by_one(path: Path, data: dict) -> dict[Key, np.ndarray]:
