@@ -26,6 +26,8 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("detect: detect loop vs bare detector forward", ["bench_detect.py", "--workdir", str(OUT / "detect")]),
     ("decode: frames decoded per spanned frame, seek per clip vs decode once", ["bench_decode.py", "--workdir", str(OUT / "decode")]),
     ("precision: fp32 vs bf16 feature forward", ["bench_precision.py"]),
+    ("pickle: AVA-train proposals, load_plain and read_proposals vs pickle.load",
+     ["bench_pickle.py", "--workdir", str(OUT / "pickle")]),
 ]
 
 
