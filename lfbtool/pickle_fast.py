@@ -31,7 +31,7 @@ import math
 import pickle
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -86,8 +86,9 @@ def _below(bits: int) -> bytes:
 
 
 @functools.lru_cache(maxsize=8)
-def _opcodes(bits: int, wide: bool) -> re.Pattern[bytes]:
-    """Runs of opcodes whose size the regex engine can tell, LONG_BINPUT indices below ``2**bits``.
+def _opcodes(bits: int, wide: bool, persistent: bool) -> re.Pattern[bytes]:
+    """Runs of opcodes whose size the regex engine can tell, LONG_BINPUT indices below ``2**bits``
+    (BINPERSID too where the caller resolves persistent ids: torch's storages).
 
     Each repetition is a run of argument-less opcodes, then one opcode with an argument: the engine
     matches ~10 ns per opcode where a Python loop would take ~100.
@@ -107,17 +108,16 @@ def _opcodes(bits: int, wide: bool) -> re.Pattern[bytes]:
     ]
     if wide:  # BINUNICODE BINBYTES, BYTEARRAY8 (protocol 5 arrays)
         with_argument += [rb"[XB]" + _sized(4, range(_WIDE_BELOW)), rb"\x96" + _sized(8, range(_WIDE_BELOW))]
-    return re.compile(
-        b"(?:" + _ONE_BYTE + b"*+(?:" + b"|".join(with_argument) + b"))*+" + _ONE_BYTE + b"*+", re.DOTALL
-    )
+    one_byte = _ONE_BYTE[:-1] + b"Q]" if persistent else _ONE_BYTE
+    return re.compile(b"(?:" + one_byte + b"*+(?:" + b"|".join(with_argument) + b"))*+" + one_byte + b"*+", re.DOTALL)
 
 
-def scan(data: bytes) -> int:
+def scan(data: bytes, *, persistent: bool = False) -> int:
     """Read every opcode of ``data`` up to STOP (see the module docstring); return the longest literal."""
     size = len(data)
     if size < 3 or data[0] != 0x80 or data[1] < 2:
         raise Unsupported("protocol 0 or 1")
-    match = _opcodes(min(32, max(16, (size // 4).bit_length())), size >= _WIDE_FROM).match
+    match = _opcodes(min(32, max(16, (size // 4).bit_length())), size >= _WIDE_FROM, persistent).match
     pos, longest = 0, 255
     while True:
         pos = match(data, pos).end()
@@ -239,10 +239,12 @@ def _guards(file_size: int, longest_literal: int) -> dict[tuple[str, str], Any]:
 class _Unpickler(pickle.Unpickler):
     """The C unpickler; globals resolve only to the guards of this load."""
 
-    def __init__(self, data: bytes, guards: dict[tuple[str, str], Any]) -> None:
+    def __init__(self, data: bytes, guards: dict[tuple[str, str], Any], persistent_load: Any) -> None:
         # a reader with peek(): the C unpickler then takes the input in chunks, not one read() per opcode
         super().__init__(io.BufferedReader(io.BytesIO(data), 1 << 16))
         self._guards = guards
+        if persistent_load is not None:
+            self.persistent_load = persistent_load
 
     def find_class(self, module: str, name: str) -> Any:  # noqa: D102 (pickle hook)
         module = {"__builtin__": "builtins"}.get(module, module)
@@ -275,24 +277,24 @@ def _children(obj: Any) -> tuple[Any, ...]:
     raise Unsupported(f"a {kind.__name__} in the result")
 
 
-def _flat(parts: tuple[Any, ...]) -> bool:
-    """All leaves: judged by ``set(map(type, ...))``, without a Python loop over 200k proposals."""
-    return all(set(map(type, part)) <= _LEAVES for part in parts)
-
-
-def check_nesting(root: Any) -> None:
+def check_nesting(root: Any, leaves: frozenset[type] = _LEAVES) -> None:
     """Containers nest at most MAX_DEPTH deep (a cycle never ends), walked without recursion.
 
-    A container shared by several parents is walked once: its depth is remembered by id.
+    A container shared by several parents is walked once: its depth is remembered by id. One whose
+    children are all leaves is judged by ``set(map(type, ...))``, without a Python loop over 200k items.
     """
-    if type(root) in _LEAVES or _flat(_children(root)):
+
+    def _flat(parts: tuple[Any, ...]) -> bool:
+        return all(set(map(type, part)) <= leaves for part in parts)
+
+    if type(root) in leaves or _flat(_children(root)):
         return
     known: dict[int, int] = {}
     path = [[root, itertools.chain.from_iterable(_children(root)), 0]]
     while path:
         frame = path[-1]
         for child in frame[1]:
-            if type(child) in _LEAVES:
+            if type(child) in leaves:
                 continue
             depth = known.get(id(child))
             if depth is None:
@@ -323,13 +325,26 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def load(data: bytes) -> Any:
-    """Unpickle ``data`` through the fast profile, or raise :class:`Unsupported` (nothing else)."""
-    guards = _guards(len(data), scan(data))
+def load(
+    data: bytes,
+    *,
+    extra_globals: dict[tuple[str, str], Any] | None = None,
+    persistent_load: Callable[[Any], Any] | None = None,
+    extra_leaves: tuple[type, ...] = (),
+) -> Any:
+    """Unpickle ``data`` through the fast profile, or raise :class:`Unsupported` (nothing else).
+
+    ``extra_globals`` (torch's rebuild functions and storage types, for bank imports) must be safe
+    under any arguments and under BUILD (no ``__dict__``, no writable attributes): the C unpickler
+    calls and sets state on whatever is on its stack. ``persistent_load`` resolves BINPERSID ids;
+    ``extra_leaves`` are the types it and the extra globals return.
+    """
+    guards = _guards(len(data), scan(data, persistent=persistent_load is not None))
+    guards.update(extra_globals or {})
     with collector_paused():
         try:
-            result = _Unpickler(data, guards).load()
-            check_nesting(result)
+            result = _Unpickler(data, guards, persistent_load).load()
+            check_nesting(result, _LEAVES | frozenset(extra_leaves))
             return result
         except Unsupported:
             raise

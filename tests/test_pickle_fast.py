@@ -165,3 +165,48 @@ def test_proposals_checked_at_once_equal_key_by_key(tmp_path: Path, protocol: in
     for key in slow:
         assert fast[key].dtype == slow[key].dtype == np.float32 and np.array_equal(fast[key], slow[key])
     assert list(read_proposals(path)) == list(slow)
+
+
+def test_bank_archive_takes_the_fast_path(tmp_path: Path, no_bounded_path: None) -> None:
+    """An MMAction2 bank (LFBInferHead's lists of row views of one batch) loads without the bounded
+    unpickler, with torch.load's values."""
+    import torch
+
+    from lfbtool.bank.tensor_archive import load_tensor_archive
+
+    g = torch.Generator().manual_seed(0)
+    bank = {f"vid{v}": {ts: list(torch.randn(1 + ts % 3, 8, generator=g).half()) for ts in range(902, 910)}
+            for v in range(3)}
+    torch.save(bank, tmp_path / "lfb_train.pkl")
+    expected = torch.load(tmp_path / "lfb_train.pkl", weights_only=True)
+    loaded = load_tensor_archive(tmp_path / "lfb_train.pkl")
+    assert list(loaded) == list(expected)
+    for video, seconds in expected.items():
+        assert list(loaded[video]) == list(seconds)
+        for ts, rows in seconds.items():
+            assert [r.dtype for r in loaded[video][ts]] == ["torch.float16"] * len(rows)
+            assert all(np.array_equal(a.array, b.numpy()) for a, b in zip(loaded[video][ts], rows, strict=True))
+
+
+def test_archive_state_set_on_a_storage_type_refused(tmp_path: Path) -> None:
+    """BUILD on ``torch.FloatStorage``'s stand-in, giving it float64 items before a float32 storage is
+    read, would let the tensor view read past its storage: refused, whichever unpickler meets it."""
+    import zipfile
+
+    import torch
+
+    from lfbtool.bank.tensor_archive import load_tensor_archive
+
+    path = tmp_path / "lfb_train.pkl"
+    torch.save({"w": torch.ones(4, 2).t()}, path)  # strided: the view is not a plain slice
+    with zipfile.ZipFile(path) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    name = next(n for n in entries if n.endswith("/data.pkl"))
+    retype = b"ctorch\nFloatStorage\n}X\x0b\x00\x00\x00numpy_dtypecnumpy\ndtype\nX\x02\x00\x00\x00f8\x89\x88\x87Rsb0"
+    entries[name] = entries[name][:2] + retype + entries[name][2:]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for entry, data in entries.items():
+            archive.writestr(entry, data)
+    with pytest.raises(LfbError) as info:
+        load_tensor_archive(path)
+    assert str(path) in str(info.value) and "sets the state of a _StorageType" in str(info.value)
