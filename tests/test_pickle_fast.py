@@ -188,25 +188,43 @@ def test_bank_archive_takes_the_fast_path(tmp_path: Path, no_bounded_path: None)
             assert all(np.array_equal(a.array, b.numpy()) for a, b in zip(loaded[video][ts], rows, strict=True))
 
 
-def test_archive_state_set_on_a_storage_type_refused(tmp_path: Path) -> None:
-    """BUILD on ``torch.FloatStorage``'s stand-in, giving it float64 items before a float32 storage is
-    read, would let the tensor view read past its storage: refused, whichever unpickler meets it."""
+def _archive_with_prefix(path: Path, prefix: bytes) -> Path:
+    """A torch.save file of one strided tensor (a view that is not a plain slice), ``prefix`` run first."""
     import zipfile
 
     import torch
 
-    from lfbtool.bank.tensor_archive import load_tensor_archive
-
-    path = tmp_path / "lfb_train.pkl"
-    torch.save({"w": torch.ones(4, 2).t()}, path)  # strided: the view is not a plain slice
+    torch.save({"w": torch.ones(4, 2).t()}, path)
     with zipfile.ZipFile(path) as archive:
         entries = {name: archive.read(name) for name in archive.namelist()}
     name = next(n for n in entries if n.endswith("/data.pkl"))
-    retype = b"ctorch\nFloatStorage\n}X\x0b\x00\x00\x00numpy_dtypecnumpy\ndtype\nX\x02\x00\x00\x00f8\x89\x88\x87Rsb0"
-    entries[name] = entries[name][:2] + retype + entries[name][2:]
+    entries[name] = entries[name][:2] + prefix + entries[name][2:]
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
         for entry, data in entries.items():
             archive.writestr(entry, data)
+    return path
+
+
+F4 = b"cnumpy\ndtype\n(X\x02\x00\x00\x00f4\x89\x88tR"
+HOSTILE_ARCHIVE = {
+    # torch.FloatStorage's stand-in given float64 items before the float32 storage is read
+    "storage_type": (b"ctorch\nFloatStorage\n}X\x0b\x00\x00\x00numpy_dtypecnumpy\ndtype\nX\x02\x00\x00\x00f8"
+                     b"\x89\x88\x87Rsb0", "sets the state of a _StorageType"),
+    # the storage the tensor will view, its 8 items swapped for 1 (numel still says 8)
+    "storage": (b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x08tQ"
+                b"(ctorch\nFloatStorage\nK\x08cnumpy._core.numeric\n_frombuffer\n(C\x04\x00\x00\x00\x00" + F4
+                + b"K\x01\x85X\x01\x00\x00\x00CtRtb0", "sets the state of a _Storage"),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(HOSTILE_ARCHIVE))
+def test_archive_state_set_on_reader_objects_refused(tmp_path: Path, variant: str) -> None:
+    """A BUILD on what the reader hands out could make a tensor view read past its storage: refused,
+    whichever unpickler meets it."""
+    from lfbtool.bank.tensor_archive import load_tensor_archive
+
+    prefix, words = HOSTILE_ARCHIVE[variant]
+    path = _archive_with_prefix(tmp_path / "lfb_train.pkl", prefix)
     with pytest.raises(LfbError) as info:
         load_tensor_archive(path)
-    assert str(path) in str(info.value) and "sets the state of a _StorageType" in str(info.value)
+    assert str(path) in str(info.value) and words in str(info.value)

@@ -59,6 +59,9 @@ class StoredTensor:
     def dim(self) -> int:
         return len(self.shape)
 
+    def __setstate__(self, state: Any) -> None:  # dataclass would add one that rewrites the fields
+        raise TypeError("a StoredTensor is made by the archive reader only")
+
 
 class _StorageType:
     """What the global ``torch.<Type>Storage`` resolves to: a dtype, never a callable, and no attribute a
@@ -81,6 +84,9 @@ class _Storage:
     kind: _StorageType
     numel: int
     values: np.ndarray | None
+
+    def __setstate__(self, state: Any) -> None:  # a BUILD must not swap the values the views trust
+        raise TypeError("a storage is made by the archive reader only")
 
 
 def _contiguous(size: tuple[int, ...]) -> tuple[int, ...]:
@@ -161,7 +167,7 @@ class _Reader:
             raise self.budget.refuse(f"a tensor of offset {offset!r:.20}, size {size!r:.40}, stride {stride!r:.40}")
         count = math.prod(size)
         last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True)) if count else offset - 1
-        if last >= storage.numel:
+        if last >= storage.numel or (storage.values is not None and len(storage.values) != storage.numel):
             raise self.budget.refuse(f"a tensor of size {size} reaches past its storage of {storage.numel} items")
         array = None
         if storage.values is not None:
