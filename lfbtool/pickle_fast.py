@@ -1,4 +1,4 @@
-"""Fast path for plain-data pickles (proposals): CPython's C unpickler behind guards, after a scan.
+"""Fast path for plain-data pickles (proposals, bank imports): the C unpickler behind guards, after a scan.
 
 The bounded pure-Python unpickler (:mod:`lfbtool.pickle_bounds`) checks every opcode as it runs, which
 makes an AVA-train proposals file (210k arrays) 8x slower than ``pickle.load``. Here the C unpickler does
@@ -8,12 +8,15 @@ the work, and what it could be tricked into is closed off around it:
   guard functions below (never a class, never the real callable); REDUCE calls what is on the stack.
 * **memo growth**: the C memo is an array that one LONG_BINPUT index resizes (2 x 8 bytes per index).
   :func:`scan` reads every opcode first and refuses an index above a quarter of the file size, a length
-  field beyond the data, and every opcode this profile does not need (protocol 0/1, persistent ids,
-  NEWOBJ, extensions, out-of-band buffers).
+  field beyond the data, and every opcode this profile does not need (protocol 0/1, NEWOBJ, extensions,
+  out-of-band buffers, persistent ids unless the caller resolves them).
 * **numpy's ``__setstate__``**: dtypes are numpy's builtin numeric singletons, whose ``__setstate__`` is
   a no-op (no forged object flags or item size); an array's state must then carry exactly its bytes.
   What numpy copies per array (up to 1000 bytes, or a str it encodes) is charged to the budget.
 * **nesting**: checked after the load, without recursion.
+
+Not bounded here (nor by ``pickle.load`` or the bounded unpickler): CPU time of a big container
+referenced many times as a dict key or array index, each use hashing or converting it again.
 
 Anything outside this profile raises :class:`Unsupported`; the caller then runs the bounded unpickler,
 which gives the verdict and the message.
@@ -91,7 +94,7 @@ def _opcodes(bits: int, wide: bool, persistent: bool) -> re.Pattern[bytes]:
     (BINPERSID too where the caller resolves persistent ids: torch's storages).
 
     Each repetition is a run of argument-less opcodes, then one opcode with an argument: the engine
-    matches ~10 ns per opcode where a Python loop would take ~100.
+    takes tens of ns per opcode where a Python loop over them takes ~200.
     """
     put = b"(?:\\x94|q.|r" + _below(bits) + b")"  # MEMOIZE BINPUT LONG_BINPUT
     with_argument = [
