@@ -9,7 +9,8 @@ lfbtool's synthetic data writes 5). Then, in this one process, ``--repeats`` rou
 * ``lfbtool.safe_pickle.load_plain`` (the restricted, bounded loader);
 * ``lfbtool.data.ava.read_proposals`` (load_plain plus the check of every key and box).
 
-Medians of wall time are reported, with the ratios to ``pickle.load``; target: read_proposals within 1.5x.
+Medians of wall time are reported, with the ratios to ``pickle.load``; target: within 1.5x, for the
+loader and for read_proposals (which also checks every key and box).
 The first round also checks that load_plain gives what pickle.load gives (keys, values, dtypes).
 
     python benchmarks/bench_pickle.py --workdir bench-out/pickle [--protocols 4,2,5] [--repeats 5]
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     proposals = make_proposals(args.videos, args.seed)
     print(f"{len(proposals):,} keys, {sum(len(v) for v in proposals.values()):,} boxes; "
           f"median of {args.repeats} rounds, wall time")
-    results, worst = {}, 0.0
+    results, worst = {}, {"load_plain": 0.0, "read_proposals": 0.0}
     try:
         for protocol in (int(p) for p in args.protocols.split(",")):
             path = workdir / f"proposals_p{protocol}.pkl"
@@ -109,20 +110,21 @@ def main(argv: list[str] | None = None) -> int:
                 pickle.dump(proposals, handle, protocol=protocol)
             times = bench_file(path, args.repeats)
             base = times["pickle.load"]
-            ratio = times["read_proposals"] / base
-            worst = max(worst, ratio)
+            for name in worst:
+                worst[name] = max(worst[name], times[name] / base)
             results[f"protocol_{protocol}"] = {"size_mb": path.stat().st_size / 1e6, **times}
             print(
                 f"protocol {protocol} ({path.stat().st_size / 1e6:.0f} MB): pickle.load {base:.2f} s, "
                 f"load_plain {times['load_plain']:.2f} s ({times['load_plain'] / base:.2f}x), "
-                f"read_proposals {times['read_proposals']:.2f} s ({ratio:.2f}x)"
+                f"read_proposals {times['read_proposals']:.2f} s ({times['read_proposals'] / base:.2f}x)"
             )
             path.unlink()
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    verdict = "PASS" if worst <= TARGET_RATIO else "MISS"
-    print(f"read_proposals / pickle.load, worst protocol: {worst:.2f}x (target <= {TARGET_RATIO}) {verdict}")
+    for name, ratio in worst.items():
+        verdict = "PASS" if ratio <= TARGET_RATIO else "MISS"
+        print(f"{name} / pickle.load, worst protocol: {ratio:.2f}x (target <= {TARGET_RATIO}) {verdict}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
