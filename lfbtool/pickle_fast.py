@@ -209,11 +209,13 @@ def _guards(file_size: int, longest_literal: int) -> dict[tuple[str, str], Any]:
         charge(len(text))
         return text.encode("latin-1")
 
-    def copying(kind: type, argument: type | None) -> Any:
+    def copying(kind: type, argument: type | None, per_item: int = 0) -> Any:
+        """``kind()``, or ``kind(argument)``, charged ``per_item`` bytes per item it copies."""
+
         def build(*args: Any) -> Any:
             if args and (len(args) > 1 or argument is None or type(args[0]) is not argument):
                 raise Unsupported(f"{kind.__name__} arguments")
-            charge(64 + 8 * len(args[0]) if args else 64)
+            charge(64 + per_item * len(args[0]) if args else 64)
             return kind(*args)
 
         return build
@@ -225,9 +227,9 @@ def _guards(file_size: int, longest_literal: int) -> dict[tuple[str, str], Any]:
 
     return {
         ("builtins", "bytes"): copying(bytes, None),  # protocol 2 writes b"" as bytes()
-        ("builtins", "bytearray"): copying(bytearray, bytes),
-        ("builtins", "set"): copying(set, list),
-        ("builtins", "frozenset"): copying(frozenset, list),
+        ("builtins", "bytearray"): copying(bytearray, bytes, 1),
+        ("builtins", "set"): copying(set, list, 40),  # a hash table: ~40 bytes per element
+        ("builtins", "frozenset"): copying(frozenset, list, 40),
         ("builtins", "complex"): complex_,
         ("collections", "OrderedDict"): copying(collections.OrderedDict, None),
         ("_codecs", "encode"): encode,
