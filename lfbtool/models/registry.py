@@ -33,7 +33,8 @@ Builder = Callable[..., "nn.Module"]
 B = TypeVar("B", bound=Builder)
 
 #: The modules whose ``@register_backbone`` decorators attach the builders of :data:`BUILTIN_SPECS`.
-BUILDER_MODULES = ("lfbtool.models.resnet3d", "lfbtool.models.slowfast", "lfbtool.models.tv_video")
+BUILDER_MODULES = ("lfbtool.models.resnet3d", "lfbtool.models.slowfast", "lfbtool.models.tv_video",
+                   "lfbtool.models.tv_transformers", "lfbtool.models.vit_mae")
 
 _BUILDERS: dict[str, Builder] = {}
 _SPECS: dict[str, BackboneSpec] = {spec.name: spec for spec in BUILTIN_SPECS}
