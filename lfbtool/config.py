@@ -198,9 +198,9 @@ def build_config(toml_path: Path | None, overrides: dict[str, Any]) -> ExtractCo
         config.timestamp_start = 0 if own_videos else 900
     for name in ("roi_temporal_pool", "temporal_pool", "spatial_pool"):
         setattr(config, name, Pool.parse(getattr(config, name), f"--{name.replace('_', '-')}"))
-    from lfbtool.models.registry import backbone_spec
+    from lfbtool.models.registry import bank_spec
 
-    spec = backbone_spec(config.backbone)
+    spec = bank_spec(config.backbone)
     if config.clip_len is None or config.frame_interval is None:
         clip = spec.extract_clip
         config.clip_len = clip.clip_len if config.clip_len is None else config.clip_len

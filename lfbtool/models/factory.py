@@ -9,7 +9,7 @@ from torch import nn
 
 from lfbtool.errors import LfbError
 from lfbtool.models.checkpoint import load_backbone_weights
-from lfbtool.models.registry import backbone_spec, builder_of
+from lfbtool.models.registry import bank_spec, builder_of
 from lfbtool.models.weights import resolve_weights, weights_state_dict
 
 __all__ = ["create_backbone"]
@@ -20,9 +20,7 @@ def create_backbone(name: str, *, weights: str | None = None, **options: Any) ->
     ``torchvision_model`` (e.g. ``R3D_18_Weights.KINETICS400_V1`` or ``DEFAULT``). ``options`` go to the
     builder: ``spatial_strides`` (ResNet family; recognizers: ``spec.recognition_strides``),
     ``mean_pooling`` (VideoMAE recognizers). A spec with ``no_bank`` has no feature-map trunk: LfbError."""
-    spec = backbone_spec(name)
-    if spec.no_bank is not None:
-        raise LfbError(f"{name} cannot build a feature bank: {spec.no_bank}")
+    spec = bank_spec(name)
     model = builder_of(name)(**{key: value for key, value in options.items() if value is not None})
     model.spec = spec
     if weights is not None:
