@@ -97,6 +97,15 @@ def test_classifier_logits_are_torchvisions_bit_for_bit(classifiers, name: str, 
     hook.remove()
     spec = backbone_spec(name)  # the grid: the trunk's map (Swin) or the last block's grid (MViT)
     assert seen == [(2, spec.channels, 4 // spec.temporal_stride, size[0] // spec.stride, size[1] // spec.stride)]
+    head = [m for m in model.head.modules() if isinstance(m, nn.Linear)][-1]  # --features: the head's input
+    fed = []
+    hook = head.register_forward_pre_hook(lambda m, i: fed.append(i[0]))
+    pixels = torch.randint(0, 256, (2, 3, 4, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        logits, embeddings = recognizer.forward_with_embeddings(pixels)
+        assert torch.equal(logits, model(recognizer.normalize(pixels)))
+    hook.remove()
+    assert embeddings.shape == (2, spec.channels) and torch.equal(embeddings, fed[-1])
     if name == "mvit_v1_b":
         with pytest.raises(LfbError, match=r"^mvit_v1_b has an absolute position table for 4x32x32 clips.*"
                                            r"got about 4x64x64: use --clip-len 4 and a 32 crop$"):
