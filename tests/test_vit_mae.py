@@ -105,6 +105,10 @@ def test_strict_loading_names_missing_unexpected_and_misshaped_keys() -> None:
     good = {f"backbone.{k}": torch.zeros(s) for k, s in videomae_expected_shapes(768, 1, mean_pooling=False).items()}
     good["roi_head.bbox_head.fc_cls.weight"] = torch.zeros(81, 768)  # the detector's other parts are ignored
     load_backbone_weights(model, good, source="det.pth")  # exactly the independent layout loads
+    fresh = create_backbone("vit_b_videomae", depth=1)
+    without_table = {k: v for k, v in good.items() if k != "backbone.pos_embed"}
+    load_backbone_weights(fresh, without_table, source="converted.pth")  # the built (fixed) table stays
+    assert torch.equal(fresh.pos_embed, sinusoid_table(1568, 768))
     bad = dict(good)
     bad["backbone.blocks.1.norm1.weight"] = torch.zeros(768)  # a deeper checkpoint
     del bad["backbone.blocks.0.attn.q_bias"]

@@ -121,6 +121,9 @@ class VisionTransformer(nn.Module):
     """
 
     spec: BackboneSpec
+    #: The sinusoid table is a fixed function of the sizes: MMAction2 saves it, but a checkpoint
+    #: without it (weights converted from another codebase) loads, keeping the computed one.
+    derived_buffers = ("pos_embed",)
 
     def __init__(self, dims: int, depth: int, heads: int, *, mean_pooling: bool = False, img_size: int = 224,
                  num_frames: int = 16, name: str = "vit") -> None:
