@@ -1,7 +1,7 @@
 """Drawing with Pillow alone: keyframe tiles with their boxes, contact sheets, stacking, saving a PNG.
 
-Pillow, not matplotlib: it is already installed (torchvision depends on it), imports in ~50 ms
-without torch, and boxes, labels and bars are all these pictures need. Boxes are drawn with
+Pillow, not matplotlib: it is already installed (torchvision depends on it), imports in tens of
+milliseconds without torch, and boxes, labels and bars are all these pictures need. Boxes are drawn with
 ``ImageDraw.rectangle``, the call torchvision's ``draw_bounding_boxes`` makes itself, so ``lfbtool
 show`` draws without torch. Geometry comes back with every picture (:class:`Tile`), so tests and
 callers can find a key's image by its pixels.
