@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 EXAMPLE := examples/data
 DEMO_OUT := examples/out
+OWN_OUT := examples/out-own-videos
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo doc-images test lint bench clean
 
 install: $(STAMP)
 
@@ -22,8 +23,22 @@ demo: install
 	$(PY) examples/make_example.py $(EXAMPLE)
 	$(VENV)/bin/lfbtool extract --config examples/demo.toml --overwrite
 	$(VENV)/bin/lfbtool inspect $(DEMO_OUT)/lfb_train.h5
+	$(VENV)/bin/lfbtool show $(DEMO_OUT)/lfb_train.h5 --frames-root $(EXAMPLE)/frames --video vid_a --tiles 4 \
+		-o $(DEMO_OUT)/lfb_train.png
 	$(VENV)/bin/lfbtool extract --config examples/own_videos.toml --overwrite
-	$(VENV)/bin/lfbtool verify examples/out-own-videos/lfb_train.h5
+	$(VENV)/bin/lfbtool verify $(OWN_OUT)/lfb_train.h5
+	@# Previews of the persons that extract detected: detect with its settings finds that run complete
+	@# (--resume) and only draws $(OWN_OUT)/preview/<video>.png from $(OWN_OUT)/persons_train.pkl.
+	$(VENV)/bin/lfbtool detect --videos-root $(EXAMPLE)/videos --out $(OWN_OUT)/persons_train.pkl --resume \
+		--detector fasterrcnn_mobilenet_v3_large_320_fpn --detector-checkpoint $(EXAMPLE)/person_detector_random.pth \
+		--detector-min-size 96 --detector-max-size 160 --max-per-frame 3 --clip-len 4 --frame-interval 2 \
+		--preview $(OWN_OUT)/preview --preview-frames 6
+	@echo "pictures: $(DEMO_OUT)/lfb_train.png (lfbtool show), $(OWN_OUT)/preview/*.png (detect --preview)"
+
+# The two pictures in docs/ (docs/images/), made by the demo.
+doc-images: demo
+	cp $(DEMO_OUT)/lfb_train.png docs/images/show_lfb_train.png
+	cp $(OWN_OUT)/preview/vid_a.png docs/images/detect_preview_vid_a.png
 
 test: install
 	$(PY) -m pytest
@@ -35,4 +50,4 @@ bench: install
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(EXAMPLE) $(DEMO_OUT) examples/out-own-videos bench-out
+	rm -rf $(EXAMPLE) $(DEMO_OUT) $(OWN_OUT) bench-out

@@ -4,10 +4,12 @@ For each backbone, one random MMAction2-layout checkpoint and the same synthetic
 forward runs the decoded clips of the same keyframes in the same batches on the same device, in the
 same process and run. Reported: both rates and their ratio (extract loop + merge over bare forward,
 best of --repeat alternating passes). The clip is each spec's AVA clip (``extract_clip``) unless
---clip-len / --frame-interval are given (SlowFast needs a multiple of its resample rate).
+--clip-len / --frame-interval are given (SlowFast needs a multiple of its resample rate); a trunk with a
+fixed clip length (VideoMAE: 16 frames) always takes that. ``all`` skips trunks that build no bank.
 
     python benchmarks/bench_backbones.py --workdir bench-out/backbones
     python benchmarks/bench_backbones.py --tiny   # 32 px, 8x1 clips: a quick check that it runs
+    python benchmarks/bench_backbones.py --tiny --backbones vit_b_videomae,swin3d_t   # transformers
 """
 
 from __future__ import annotations
@@ -40,22 +42,23 @@ def bench_one(name: str, example, args: argparse.Namespace) -> dict[str, float]:
     from lfbtool.extract.config import build_config
     from lfbtool.extract.run import build_model, clip_settings, load_keyframes
     from lfbtool.models import backbone_spec
-    from lfbtool.runtime.distributed import DistContext, device_for
+    from lfbtool.runtime import resolve_device
     from lfbtool.testing.checkpoints import make_random_detector_checkpoint
 
     spec = backbone_spec(name)
     work = args.workdir / name
+    clip_len = spec.clip_frames or args.clip_len or spec.extract_clip.clip_len  # a fixed position table wins
     checkpoint = make_random_detector_checkpoint(work / "ckpt.pth", backbone=name)
     config = build_config(None, {
         "out": work / "out", "annotations": example.annotations_csv, "excluded": example.excluded_csv,
         "proposals": example.proposals_pkl, "frames_root": example.frames_root, "checkpoint": checkpoint,
         "backbone": name, "fps": example.fps, "timestamp_start": example.timestamp_start,
-        "clip_len": args.clip_len or spec.extract_clip.clip_len,
+        "clip_len": clip_len,
         "frame_interval": args.frame_interval or spec.extract_clip.frame_interval,
         "short_side": args.short_side, "batch_size": args.batch_size, "num_workers": args.num_workers,
         "device": args.device, "whole_frame_fallback": True,
     })
-    device = device_for(DistContext(), args.device)
+    device = resolve_device(args.device)
     model = build_model(config, device)
     keyframes, _ = load_keyframes(config)
     dataset = KeyframeClips(keyframes, clip_settings(config))
@@ -96,7 +99,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     from lfbtool.models import list_backbones
     from lfbtool.testing.synthetic import make_ava_example
 
-    names = [s.name for s in list_backbones()] if args.backbones == "all" else args.backbones.split(",")
+    names = ([s.name for s in list_backbones() if s.no_bank is None] if args.backbones == "all"
+             else args.backbones.split(","))
     shutil.rmtree(args.workdir, ignore_errors=True)
     example = make_ava_example(args.workdir / "data", seconds=args.seconds, fps=8, height=args.height,
                                width=args.width, videos=False)

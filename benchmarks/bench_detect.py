@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     from lfbtool.detect.run import DetectConfig, clip_settings, keyframe_keys, resolve_defaults, run_detect
     from lfbtool.models.detector import build_detector, detect_persons
-    from lfbtool.runtime.distributed import DistContext, device_for
+    from lfbtool.runtime import resolve_device
     from lfbtool.testing.synthetic import synthetic_frames, write_video
 
     shutil.rmtree(args.workdir, ignore_errors=True)
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ))
 
     # The bare forward's inputs: the same keyframe images, decoded beforehand.
-    device = device_for(DistContext(), args.device)
+    device = resolve_device(args.device)
     model = model.to(device).eval()
     keys, _ = keyframe_keys(config)
     settings = clip_settings(config)

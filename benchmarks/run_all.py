@@ -23,9 +23,15 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("reader: FeatureBank vs torch.load pickle", ["bench_reader.py", "--size-gb", "1.6", "--workdir", str(OUT / "reader")]),
     ("recognize: full path vs bare forward", ["bench_recognize.py", "--workdir", str(OUT / "recognize")]),
     ("backbones: extract vs bare forward per backbone", ["bench_backbones.py", "--workdir", str(OUT / "backbones")]),
+    ("backbones (transformers, tiny clips): extract vs bare forward",
+     ["bench_backbones.py", "--workdir", str(OUT / "transformers"), "--tiny", "--backbones",
+      "vit_s_videomae,vit_b_videomae,vit_l_videomae,mvit_v2_s,swin3d_t,swin3d_s,swin3d_b"]),
     ("detect: detect loop vs bare detector forward", ["bench_detect.py", "--workdir", str(OUT / "detect")]),
     ("decode: frames decoded per spanned frame, seek per clip vs decode once", ["bench_decode.py", "--workdir", str(OUT / "decode")]),
     ("precision: fp32 vs bf16 feature forward", ["bench_precision.py"]),
+    ("pickle: AVA-train proposals, load_plain and read_proposals vs pickle.load",
+     ["bench_pickle.py", "--workdir", str(OUT / "pickle")]),
+    ("precision: ViT-B attention under bf16, fused vs written out", ["bench_vit_attention.py"]),
 ]
 
 

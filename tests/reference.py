@@ -1,11 +1,14 @@
-"""Independent functional forwards of MMAction2's ResNet3d trunks, for checking lfbtool's modules.
+"""Independent functional forwards of MMAction2's ResNet3d trunks and VideoMAE ViT, for checking
+lfbtool's modules.
 
-Written from MMAction2's ResNet3d / ResNet3dSlowOnly / ResNet3dSlowFast and MMCV's NonLocal3d
-descriptions only, with torch.nn.functional, reading weights by their MMAction2 key names. It must
-not import lfbtool.models.
+Written from MMAction2's ResNet3d / ResNet3dSlowOnly / ResNet3dSlowFast / VisionTransformer (vit_mae)
+and MMCV's NonLocal3d / FFN descriptions only, with torch.nn.functional, reading weights by their
+MMAction2 key names. It must not import lfbtool.models.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -178,3 +181,77 @@ def slowfast_r50_expected_shapes(fusion_kernel: int) -> dict[str, tuple[int, ...
     for name, c in zip(("conv1_lateral", "layer1_lateral", "layer2_lateral", "layer3_lateral"), fast_out, strict=True):
         shapes.conv_module(f"slow_path.{name}", c, 2 * c, (fusion_kernel, 1, 1), bn=False)
     return dict(shapes)
+
+
+# -- VideoMAE VisionTransformer (mmaction/models/backbones/vit_mae.py) ------------------------------------
+VIT_LN_EPS = 1e-6
+
+
+def sinusoid_reference(positions: range, dims: int) -> Tensor:
+    """Rows ``positions`` of the fixed VideoMAE table, one entry at a time in float64 (math.sin / math.cos),
+    cast to float32: ``[1, len(positions), dims]``."""
+    rows = [[(math.sin if i % 2 == 0 else math.cos)(p / 10000 ** (2 * (i // 2) / dims)) for i in range(dims)]
+            for p in positions]
+    return torch.tensor(rows, dtype=torch.float64).to(torch.float32)[None]
+
+
+def videomae_expected_shapes(dims: int, depth: int, *, mean_pooling: bool, positions: int = 1568,
+                             mlp_ratio: int = 4) -> dict[str, tuple[int, ...]]:
+    """Every key of MMAction2's ``VisionTransformer`` state_dict and its shape: MMCV ``PatchEmbed``
+    (``projection``), the ``pos_embed`` buffer, blocks with MMCV ``FFN`` (``layers.0.0``, ``layers.1``),
+    then ``fc_norm`` (``use_mean_pooling=True``) or ``norm``."""
+    shapes: dict[str, tuple[int, ...]] = {
+        "pos_embed": (1, positions, dims),
+        "patch_embed.projection.weight": (dims, 3, 2, 16, 16), "patch_embed.projection.bias": (dims,),
+    }
+    hidden = dims * mlp_ratio
+    for i in range(depth):
+        block = {
+            "norm1.weight": (dims,), "norm1.bias": (dims,), "attn.q_bias": (dims,), "attn.v_bias": (dims,),
+            "attn.qkv.weight": (3 * dims, dims), "attn.proj.weight": (dims, dims), "attn.proj.bias": (dims,),
+            "norm2.weight": (dims,), "norm2.bias": (dims,), "mlp.layers.0.0.weight": (hidden, dims),
+            "mlp.layers.0.0.bias": (hidden,), "mlp.layers.1.weight": (dims, hidden), "mlp.layers.1.bias": (dims,),
+        }
+        shapes.update({f"blocks.{i}.{key}": shape for key, shape in block.items()})
+    final = "fc_norm" if mean_pooling else "norm"
+    shapes.update({f"{final}.weight": (dims,), f"{final}.bias": (dims,)})
+    return shapes
+
+
+def videomae_reference(sd: dict[str, Tensor], x: Tensor, *, heads: int, img_size: int = 224) -> Tensor:
+    """[N, 3, T, H, W] -> the detector's normed token grid [N, C, T/2, H/16, W/16] (state with ``norm.*``)
+    or the recognizer's ``fc_norm`` of the token mean [N, C] (state with ``fc_norm.*``).
+
+    Attention written out: q scaled, ``q @ k^T``, softmax, ``@ v``; the k bias is zero. The position
+    table's per-time-step 14x14 map is resized bicubically when the token grid differs."""
+    n, _, frames, height, width = x.shape
+    dims = sd["patch_embed.projection.weight"].shape[0]
+    depth = 1 + max(int(key.split(".")[1]) for key in sd if key.startswith("blocks."))
+    h, w, g = height // 16, width // 16, img_size // 16
+    tokens = F.conv3d(x, sd["patch_embed.projection.weight"], sd["patch_embed.projection.bias"], stride=(2, 16, 16))
+    tokens = tokens.flatten(2).transpose(1, 2)
+    table = sd["pos_embed"]
+    if (h, w) != (g, g):
+        per_step = table.reshape(-1, g, g, dims).permute(0, 3, 1, 2)
+        resized = F.interpolate(per_step, size=(h, w), mode="bicubic", align_corners=False)
+        table = resized.permute(0, 2, 3, 1).reshape(1, -1, dims)
+    tokens = tokens + table
+    length, head_dims = tokens.shape[1], dims // heads
+
+    def norm(y: Tensor, name: str) -> Tensor:
+        return F.layer_norm(y, (dims,), sd[f"{name}.weight"], sd[f"{name}.bias"], VIT_LN_EPS)
+
+    for i in range(depth):
+        p = f"blocks.{i}."
+        bias = torch.cat([sd[p + "attn.q_bias"], torch.zeros(dims), sd[p + "attn.v_bias"]])
+        qkv = F.linear(norm(tokens, p + "norm1"), sd[p + "attn.qkv.weight"], bias)
+        q, k, v = qkv.reshape(n, length, 3, heads, head_dims).permute(2, 0, 3, 1, 4)
+        weights = torch.softmax(torch.matmul(q * head_dims**-0.5, k.transpose(-2, -1)), dim=-1)
+        attended = torch.matmul(weights, v).transpose(1, 2).reshape(n, length, dims)
+        tokens = tokens + F.linear(attended, sd[p + "attn.proj.weight"], sd[p + "attn.proj.bias"])
+        hidden = F.gelu(F.linear(norm(tokens, p + "norm2"), sd[p + "mlp.layers.0.0.weight"],
+                                 sd[p + "mlp.layers.0.0.bias"]))
+        tokens = tokens + F.linear(hidden, sd[p + "mlp.layers.1.weight"], sd[p + "mlp.layers.1.bias"])
+    if "fc_norm.weight" in sd:
+        return norm(tokens.mean(dim=1), "fc_norm")
+    return norm(tokens, "norm").reshape(n, frames // 2, h, w, dims).permute(0, 4, 1, 2, 3)

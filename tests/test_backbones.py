@@ -38,8 +38,9 @@ def slowonly() -> torch.nn.Module:
 
 def test_registry_lists_every_backbone() -> None:
     specs = {spec.name: spec for spec in list_backbones()}
-    assert sorted(specs) == ["mc3_18", "r2plus1d_18", "r3d_18", "s3d", "slowfast_r50", "slowfast_r50_8x8",
-                             "slowonly_r101", "slowonly_r50", "slowonly_r50_nl"]
+    assert sorted(specs) == ["mc3_18", "mvit_v1_b", "mvit_v2_s", "r2plus1d_18", "r3d_18", "s3d", "slowfast_r50",
+                             "slowfast_r50_8x8", "slowonly_r101", "slowonly_r50", "slowonly_r50_nl", "swin3d_b",
+                             "swin3d_s", "swin3d_t", "vit_b_videomae", "vit_l_videomae", "vit_s_videomae"]
     assert all(isinstance(spec, BackboneSpec) for spec in specs.values())
     mm = specs["slowonly_r50"].normalization
     assert mm == Normalization((123.675, 116.28, 103.53), (58.395, 57.12, 57.375), 255)

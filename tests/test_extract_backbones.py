@@ -48,11 +48,18 @@ def _args(tiny_data, out, name: str, checkpoint, *extra: str) -> list[str]:
 
 
 def _reference_rows(example, checkpoint, name: str, video_id: str, timestamp: int, boxes: np.ndarray) -> torch.Tensor:
-    """SampleAVAFrames' frame files, cv2-exact resize, functional trunk, then (per pathway) nearest
-    resize to (max T, first H, W), temporal mean, concat, roi_align 8x8 aligned, spatial max."""
     clip_len, interval, forward = BACKBONES[name]
     raw = torch.load(checkpoint, weights_only=True)["state_dict"]
     state = {k.removeprefix("backbone."): v for k, v in raw.items() if k.startswith("backbone.")}
+    return reference_rows(example, lambda x: forward(state, x), clip_len, interval, video_id, timestamp, boxes)
+
+
+def reference_rows(example, forward, clip_len: int, interval: int, video_id: str, timestamp: int, boxes: np.ndarray,
+                   *, short_side: int = SHORT_SIDE, stride: int = 16, normalize=None) -> torch.Tensor:
+    """SampleAVAFrames' frame files, cv2-exact resize, ``normalize`` (default: MMAction2's mean/std on
+    0-255), ``forward`` (a functional trunk: normalized clip -> map or tuple of maps), then (per pathway)
+    nearest resize to (max T, first H, W), temporal mean, concat, roi_align 8x8 aligned at 1 / ``stride``,
+    spatial max."""
     center = example.fps * (timestamp - example.timestamp_start) + 1
     start = center - (clip_len // 2) * interval
     stop = center + ((clip_len + 1) // 2) * interval
@@ -61,18 +68,20 @@ def _reference_rows(example, checkpoint, name: str, video_id: str, timestamp: in
               for n in numbers]
     clip = torch.stack(frames).permute(0, 2, 3, 1)
     height, width = clip.shape[1], clip.shape[2]
-    scale = SHORT_SIDE / min(height, width)
+    scale = short_side / min(height, width)
     new_h, new_w = int(height * scale + 0.5), int(width * scale + 0.5)
-    x = (resize_clip(clip, (new_h, new_w)).float()[None] - MEAN) / STD
+    resized = resize_clip(clip, (new_h, new_w)).float()[None]
+    x = (resized - MEAN) / STD if normalize is None else normalize(resized)
     with torch.no_grad():
-        maps = forward(state, x)
+        maps = forward(x)
     maps = list(maps) if isinstance(maps, tuple) else [maps]
     size = (max(m.shape[2] for m in maps), *maps[0].shape[3:])
     pooled = torch.cat([torch.nn.functional.interpolate(m, size=size).mean(dim=2) for m in maps], dim=1)
     pixels = (boxes * np.array([width, height, width, height])).astype(np.float32)
     pixels = pixels * np.array([new_w / width, new_h / height] * 2, dtype=np.float32)
     rois = torch.cat([torch.zeros(len(boxes), 1), torch.from_numpy(pixels)], dim=1)
-    return roi_align(pooled, rois, output_size=8, spatial_scale=1 / 16, sampling_ratio=0, aligned=True).amax(dim=(2, 3))
+    return roi_align(pooled, rois, output_size=8, spatial_scale=1 / stride, sampling_ratio=0,
+                     aligned=True).amax(dim=(2, 3))
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))

@@ -82,7 +82,7 @@ def test_packages_resolve_their_names_lazily() -> None:
     and every name in ``__all__`` resolves."""
     code = ("import sys, lfbtool.models, lfbtool.data; from lfbtool.models import backbone_spec, list_backbones; "
             "from lfbtool.data import test_clip_numbers; import lfbtool.extract.config, lfbtool.models.registry; "
-            "assert backbone_spec('s3d').min_frames == 5 and len(list_backbones()) == 9; "
+            "assert backbone_spec('s3d').min_frames == 5 and len(list_backbones()) == 17; "
             "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr

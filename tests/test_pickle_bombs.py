@@ -29,6 +29,16 @@ def _nested(opener: bytes, closer: bytes, n: int) -> bytes:
     return opener * n + closer * (n - 1)
 
 
+def _str_data_copies(size: int, arrays: int) -> bytes:
+    """One str of ``size`` characters as the data of ``arrays`` uint8 arrays: numpy encodes it for each."""
+    state = b"(K\x01J" + size.to_bytes(4, "little") + b"\x85cnumpy\ndtype\n(X\x02\x00\x00\x00u1\x89\x88tR\x89h\x01tq\x030"
+    return (
+        b"X" + size.to_bytes(4, "little") + b"x" * size + b"q\x010"  # the str, memo 1
+        + b"cnumpy.core.multiarray\n_reconstruct\nq\x020" + state  # memo 2 and 3
+        + b"](" + b"h\x02(cnumpy\nndarray\nK\x00\x85C\x01btRh\x03b" * arrays + b"e"
+    )
+
+
 BOMBS = {
     "bytearray_10gb": b"cbuiltins\nbytearray\n(" + TEN_GB + b"tR",
     "bytes_10gb": b"cbuiltins\nbytes\n(" + TEN_GB + b"tR",
@@ -41,6 +51,11 @@ BOMBS = {
     b"(K\x01J\x00\xca\x9a;K\x10\x86cnumpy\ndtype\n(X\x02\x00\x00\x00O8K\x00K\x01tR(K\x03X\x01\x00\x00\x00|NNNJ"
     b"\xff\xff\xff\xffJ\xff\xff\xff\xffK?tb\x89]K\x01atb",
     "numpy_newobj": b"cnumpy\nndarray\n(J\x00\xca\x9a;J\x00\xca\x9a;t\x85\x81",
+    # a float32 told it holds objects: numpy would take its numbers for pointers
+    "numpy_forged_object_flags": b"cnumpy.core.multiarray\n_reconstruct\n(cnumpy\nndarray\nK\x00\x85C\x01btR(K\x01K\x01"
+    b"\x85cnumpy\ndtype\n(X\x02\x00\x00\x00f4\x89\x88tR(K\x03X\x01\x00\x00\x00<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK?tb"
+    b"\x89]K\x01atb",
+    "numpy_str_data_copies": _str_data_copies(200_000, 3000),
     "length_claim": b"\x8d" + (1 << 40).to_bytes(8, "little") + b"abc",
     "nested_lists": _nested(b"]", b"a", 100_000),
     "nested_tuples": b")" + b"\x85" * 100_000,

@@ -248,3 +248,15 @@ def test_common_checkpoint_metadata_types_load(tmp_path: Path) -> None:
     assert loaded["time"] == stamp and loaded["work_dir"] == Path("/work/dirs/lfb")
     assert loaded["counts"]["a"] == [1] and loaded["counts"].default_factory is list
     assert loaded["hist"] == collections.Counter("aab")
+
+
+def test_bounded_unpickler_overrides_in_its_own_dispatch_table() -> None:
+    """CPython's private pure-Python unpickler is subclassed, never patched: its table stays its own."""
+    from lfbtool._io.pickle_bounds import BoundedUnpickler
+
+    base = pickle._Unpickler
+    assert BoundedUnpickler.dispatch is not base.dispatch
+    for op, name in ((pickle.BUILD, "load_build"), (pickle.REDUCE, "load_reduce"), (pickle.APPEND, "load_append")):
+        assert base.dispatch[op[0]] is getattr(base, name)
+    assert BoundedUnpickler.dispatch[pickle.BUILD[0]] is BoundedUnpickler.load_build
+    assert BoundedUnpickler.dispatch[pickle.APPEND[0]] is not base.load_append  # wrapped: depth tracking

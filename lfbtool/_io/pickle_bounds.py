@@ -2,8 +2,9 @@
 
 A few hundred bytes of pickle can ask for ``bytearray(10**10)``, an array of 10**12 elements, a
 storage larger than the file, or 100k nested lists whose repr/iteration/freeing crashes. The
-unpickler here is the pure-Python one (its opcodes can be intercepted; its memo is a dict, so a huge
-memo index allocates nothing) with checks on every call, container mutation and length claim.
+unpickler here subclasses the pure-Python one (its memo is a dict, so a huge memo index allocates
+nothing) and overrides opcodes in its own copy of the dispatch table (CPython's is left as it is),
+with checks on every call, container mutation, length claim and dtype state.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import collections
 import itertools
 import math
 import pickle
+from collections.abc import Callable
 from typing import IO, Any
 
 import numpy as np
@@ -240,9 +242,134 @@ class BoundedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         if not (isinstance(target, _ADD_TARGETS) or _is_placeholder(target)):
             raise self._budget.refuse(f"the pickle adds items to a {type(target).__name__}, which is not a container")
 
+    def _append_pending(self) -> tuple[Any, list]:
+        self._add_target(self.stack[-2])
+        return self.stack[-2], [self.stack[-1]]
+
+    def _marked_pending(self) -> tuple[Any, list]:
+        target = self.metastack[-1][-1]
+        self._add_target(target)
+        return target, list(self.stack)
+
+    def _setitem_pending(self) -> tuple[Any, list]:
+        self._add_target(self.stack[-3])
+        return self.stack[-3], [self.stack[-2], self.stack[-1]]
+
+    # -- opcodes: handlers of this class, in its own copy of the dispatch table ------------------------
+    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]  # CPython's stays as it is
+
+    def _then_track(base: Callable[[Any], None]) -> Callable[[Any], None]:  # class-body helper
+        def handler(self: BoundedUnpickler) -> None:
+            base(self)
+            self._new_top()
+
+        return handler
+
+    def _then_add(base: Callable[[Any], None], pending: Callable[[Any], tuple]) -> Callable[[Any], None]:
+        def handler(self: BoundedUnpickler) -> None:
+            target, children = pending(self)
+            base(self)
+            self._added(target, children)
+
+        return handler
+
+    for _op in (pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3, pickle.LIST, pickle.DICT,
+                pickle.FROZENSET, pickle.EMPTY_LIST, pickle.EMPTY_DICT, pickle.EMPTY_SET, pickle.OBJ, pickle.INST):
+        dispatch[_op[0]] = _then_track(dispatch[_op[0]])
+    dispatch[pickle.APPEND[0]] = _then_add(dispatch[pickle.APPEND[0]], _append_pending)
+    dispatch[pickle.SETITEM[0]] = _then_add(dispatch[pickle.SETITEM[0]], _setitem_pending)
+    for _op in (pickle.APPENDS, pickle.SETITEMS, pickle.ADDITEMS):
+        dispatch[_op[0]] = _then_add(dispatch[_op[0]], _marked_pending)
+    del _op, _then_track, _then_add
+
+    def load_build(self) -> None:
+        """BUILD: an array's state is charged, a dtype's is checked, anything but plain data is refused."""
+        inst, state = self.stack[-2], self.stack[-1]
+        if isinstance(inst, np.ndarray):
+            if isinstance(state, tuple) and len(state) == 5:
+                self._budget.charge(_shape_bytes(state[1], state[2]), "an array's state")
+        elif isinstance(inst, np.dtype):
+            _check_dtype_state(self._budget, inst, state)
+        elif isinstance(inst, collections.OrderedDict):
+            # torch.save(model.state_dict()): the OrderedDict carries ``_metadata`` (BN versions) as attributes
+            if not (isinstance(state, dict) and all(isinstance(k, str) and not k.startswith("__") for k in state)):
+                raise self._budget.refuse("the pickle sets an OrderedDict's state to something other than attributes")
+        elif not _is_placeholder(inst):
+            raise self._budget.refuse(f"the pickle sets the state of a {type(inst).__name__}, which is not plain data")
+        pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
+        if isinstance(inst, np.dtype):
+            _check_built_dtype(self._budget, inst)
+        self._added(inst, [state])
+
+    dispatch[pickle.BUILD[0]] = load_build
+
+    def load_reduce(self) -> None:
+        args = self.stack.pop()
+        self.stack[-1] = self._checked_call(self.stack[-1], args)
+        self._new_top()
+
+    dispatch[pickle.REDUCE[0]] = load_reduce
+
+    def load_newobj(self) -> None:
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        if not _is_placeholder_class(cls) and cls not in (object, dict, list, set):
+            raise self._budget.refuse(f"the pickle creates a {getattr(cls, '__name__', cls)!s:.60} directly")
+        self.stack.append(cls.__new__(cls, *args))
+        self._new_top()
+
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+
+    def load_newobj_ex(self) -> None:
+        kwargs = self.stack.pop()
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        if not _is_placeholder_class(cls):
+            raise self._budget.refuse(f"the pickle creates a {getattr(cls, '__name__', cls)!s:.60} directly")
+        self.stack.append(cls.__new__(cls, *args, **kwargs))
+        self._new_top()
+
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+
+
+def _check_dtype_state(budget: Budget, dtype: np.dtype, state: Any) -> None:
+    """numpy's ``dtype.__setstate__`` believes what it is told: object flags on a float32 (numpy then
+    treats its numbers as pointers), an item size larger than the fields. Plain dtypes must keep the
+    flags, item size and alignment numpy gave them; structured ones are checked once built."""
+    if not isinstance(state, tuple) or len(state) not in (8, 9):
+        raise budget.refuse("a dtype state that numpy does not write")
+    subarray, names, fields, elsize, alignment, flags = state[2:8]
+    if subarray is None and names is None and fields is None and (
+        elsize not in (-1, dtype.itemsize) or alignment not in (-1, dtype.alignment) or flags != dtype.flags
+    ):
+        raise budget.refuse(f"a dtype state that changes {dtype}'s flags, item size or alignment")
+
+
+def _check_built_dtype(budget: Budget, dtype: np.dtype) -> None:
+    """A structured or sub-array dtype must equal the one numpy's own constructor makes of its parts."""
+    if dtype.fields is None and dtype.subdtype is None:
+        return
+    try:
+        if dtype.fields is not None:
+            parts = [dtype.fields[n] for n in dtype.names or ()]
+            sane = np.dtype({
+                "names": list(dtype.names or ()), "formats": [p[0] for p in parts], "offsets": [p[1] for p in parts],
+                "titles": [p[2] if len(p) > 2 else None for p in parts], "itemsize": dtype.itemsize,
+            }, align=dtype.isalignedstruct)
+        else:
+            sane = np.dtype(dtype.subdtype)
+    except Exception:  # noqa: BLE001 - numpy refuses fields that overlap or overrun the item size
+        sane = None
+    if sane is None or sane != dtype or sane.flags != dtype.flags or sane.itemsize != dtype.itemsize:
+        raise budget.refuse(f"a dtype whose state numpy's constructor would not give ({dtype!s:.60})")
+
 
 def _is_placeholder(obj: Any) -> bool:
     return isinstance(obj, Inert)
+
+
+def _is_placeholder_class(cls: Any) -> bool:
+    return isinstance(cls, type) and issubclass(cls, Inert)
 
 
 def _remaining(file: IO[bytes]) -> int | None:
@@ -254,94 +381,3 @@ def _remaining(file: IO[bytes]) -> int | None:
         return end - pos
     except Exception:  # noqa: BLE001 - a pipe or a wrapper without seek
         return None
-
-
-def _wrap(op: bytes, after: str | None = None, before: str | None = None) -> None:
-    base = pickle._Unpickler.dispatch[op[0]]  # type: ignore[attr-defined]
-
-    def handler(self: BoundedUnpickler) -> None:
-        pending = getattr(self, before)() if before else None
-        base(self)
-        if after == "new":
-            self._new_top()
-        elif pending is not None:
-            self._added(*pending)
-
-    BoundedUnpickler.dispatch[op[0]] = handler
-
-
-def _append_pending(self: BoundedUnpickler) -> tuple[Any, list]:
-    self._add_target(self.stack[-2])
-    return self.stack[-2], [self.stack[-1]]
-
-
-def _marked_pending(self: BoundedUnpickler) -> tuple[Any, list]:
-    target = self.metastack[-1][-1]
-    self._add_target(target)
-    return target, list(self.stack)
-
-
-def _setitem_pending(self: BoundedUnpickler) -> tuple[Any, list]:
-    self._add_target(self.stack[-3])
-    return self.stack[-3], [self.stack[-2], self.stack[-1]]
-
-
-def _build_pending(self: BoundedUnpickler) -> tuple[Any, list]:
-    inst, state = self.stack[-2], self.stack[-1]
-    if isinstance(inst, np.ndarray):
-        if isinstance(state, tuple) and len(state) == 5:
-            self._budget.charge(_shape_bytes(state[1], state[2]), "an array's state")
-    elif isinstance(inst, collections.OrderedDict):
-        # torch.save(model.state_dict()): the OrderedDict carries ``_metadata`` (BN versions) as attributes
-        if not (isinstance(state, dict) and all(isinstance(k, str) and not k.startswith("__") for k in state)):
-            raise self._budget.refuse("the pickle sets an OrderedDict's state to something other than attributes")
-    elif not _is_placeholder(inst) and not isinstance(inst, np.dtype):
-        raise self._budget.refuse(f"the pickle sets the state of a {type(inst).__name__}, which is not plain data")
-    return inst, [state]
-
-
-def _load_reduce(self: BoundedUnpickler) -> None:
-    args = self.stack.pop()
-    self.stack[-1] = self._checked_call(self.stack[-1], args)
-    self._new_top()
-
-
-def _load_newobj(self: BoundedUnpickler) -> None:
-    args = self.stack.pop()
-    cls = self.stack.pop()
-    if not _is_placeholder_class(cls) and cls not in (object, dict, list, set):
-        raise self._budget.refuse(f"the pickle creates a {getattr(cls, '__name__', cls)!s:.60} directly")
-    self.stack.append(cls.__new__(cls, *args))
-    self._new_top()
-
-
-def _load_newobj_ex(self: BoundedUnpickler) -> None:
-    kwargs = self.stack.pop()
-    args = self.stack.pop()
-    cls = self.stack.pop()
-    if not _is_placeholder_class(cls):
-        raise self._budget.refuse(f"the pickle creates a {getattr(cls, '__name__', cls)!s:.60} directly")
-    self.stack.append(cls.__new__(cls, *args, **kwargs))
-    self._new_top()
-
-
-def _is_placeholder_class(cls: Any) -> bool:
-    return isinstance(cls, type) and issubclass(cls, Inert)
-
-
-BoundedUnpickler.dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
-for _op in (pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3, pickle.LIST, pickle.DICT,
-            pickle.FROZENSET, pickle.EMPTY_LIST, pickle.EMPTY_DICT, pickle.EMPTY_SET, pickle.OBJ, pickle.INST):
-    _wrap(_op, after="new")
-_wrap(pickle.APPEND, before="_append_pending")
-_wrap(pickle.SETITEM, before="_setitem_pending")
-for _op in (pickle.APPENDS, pickle.SETITEMS, pickle.ADDITEMS):
-    _wrap(_op, before="_marked_pending")
-_wrap(pickle.BUILD, before="_build_pending")
-BoundedUnpickler._append_pending = _append_pending  # type: ignore[attr-defined]
-BoundedUnpickler._marked_pending = _marked_pending  # type: ignore[attr-defined]
-BoundedUnpickler._setitem_pending = _setitem_pending  # type: ignore[attr-defined]
-BoundedUnpickler._build_pending = _build_pending  # type: ignore[attr-defined]
-BoundedUnpickler.dispatch[pickle.REDUCE[0]] = _load_reduce
-BoundedUnpickler.dispatch[pickle.NEWOBJ[0]] = _load_newobj
-BoundedUnpickler.dispatch[pickle.NEWOBJ_EX[0]] = _load_newobj_ex

@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import datetime
 import functools
+import io
 import os
 import pathlib
 import pickle
@@ -28,7 +29,7 @@ import types
 import zipfile
 from typing import IO, Any
 
-from lfbtool._io.pickle_bounds import BoundedUnpickler, Budget, Inert
+from lfbtool._io import pickle_fast
 from lfbtool.errors import LfbError
 
 __all__ = ["load_plain", "torch_load", "RestrictedUnpickler", "Placeholder"]
@@ -274,23 +275,40 @@ def _describe(path_or_file: PathOrFile) -> str:
     return str(getattr(path_or_file, "name", "<stream>"))
 
 
-def load_plain(path_or_file: PathOrFile) -> object:
-    """Unpickle plain data (numpy arrays, builtin containers): MMAction2 proposal pkls and the like."""
-    source = _describe(path_or_file)
-    unpickler_cls = type(
-        "PlainUnpickler", (RestrictedUnpickler,), {"source": source, "allowed": _plain_globals()}
-    )
+def _read_all(path_or_file: PathOrFile, source: str) -> bytes:
     try:
         if isinstance(path_or_file, (str, os.PathLike)):
             with open(path_or_file, "rb") as handle:
-                return unpickler_cls(handle).load()
-        return unpickler_cls(path_or_file).load()
-    except LfbError:
-        raise
+                return handle.read()
+        return path_or_file.read()
     except FileNotFoundError as exc:
         raise LfbError(f"{source}: no such file") from exc
     except IsADirectoryError as exc:
         raise LfbError(f"{source}: is a directory, expected a pickle file") from exc
+    except OSError as exc:
+        raise LfbError(f"{source}: cannot read ({exc.strerror or exc})") from exc
+
+
+def load_plain(path_or_file: PathOrFile) -> object:
+    """Unpickle plain data (numpy arrays, builtin containers): MMAction2 proposal pkls and the like.
+
+    The C unpickler behind guards (:mod:`lfbtool._io.pickle_fast`) loads what fits its profile, at about
+    the speed of ``pickle.load``; anything else goes through the bounded pure-Python unpickler, which
+    refuses bombs and code with a message naming the file.
+    """
+    source = _describe(path_or_file)
+    data = _read_all(path_or_file, source)
+    try:
+        return pickle_fast.load(data)
+    except pickle_fast.Unsupported:
+        pass
+    unpickler_cls = type(
+        "PlainUnpickler", (RestrictedUnpickler,), {"source": source, "allowed": _plain_globals()}
+    )
+    try:
+        return unpickler_cls(io.BytesIO(data)).load()
+    except LfbError:
+        raise
     except Exception as exc:  # corrupt or truncated pickles raise many different types
         raise LfbError(f"{source}: not a readable pickle ({type(exc).__name__}: {exc})") from exc
 

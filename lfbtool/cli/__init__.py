@@ -18,6 +18,7 @@ from lfbtool.cli.bank_cmds import export_command, import_command, inspect_comman
 from lfbtool.cli.detect_cmd import detect_command
 from lfbtool.cli.extract_cmd import extract_command, merge_command
 from lfbtool.cli.recognize_cmd import recognize_command
+from lfbtool.cli.show_cmd import show_command
 from lfbtool.cli.verify_cmd import verify_command
 
 DEBUG_VARIABLE = "LFBTOOL_DEBUG"
@@ -46,6 +47,7 @@ app.command("import")(import_command)
 app.command("recognize")(recognize_command)
 app.command("detect")(detect_command)
 app.command("backbones")(backbones_command)
+app.command("show")(show_command)
 
 
 def main() -> None:

@@ -25,11 +25,25 @@ _WIDTH = 80
 def _row(spec: BackboneSpec) -> tuple[str, ...]:
     test = spec.test_clip
     channels = "+".join(map(str, spec.pathway_channels)) if spec.pathway_channels else str(spec.channels)
+    ava_clip = "-" if spec.no_bank else f"{spec.extract_clip.clip_len}x{spec.extract_clip.frame_interval}"
     return (
-        spec.name, channels, str(spec.stride), f"{spec.extract_clip.clip_len}x{spec.extract_clip.frame_interval}",
+        spec.name, channels, str(spec.stride), ava_clip,
         f"{test.num_clips} x {test.clip_len}x{test.frame_interval}, {test.short_side}->{test.crop_size}",
         "torchvision" if spec.torchvision_model else "MMAction2",
     )
+
+
+def _notes(spec: BackboneSpec) -> list[str]:
+    """What the row cannot show: a fixed clip length, test crops and averaging other than the usual
+    center / score, and why a trunk builds no bank."""
+    test, notes = spec.test_clip, []
+    if spec.clip_frames is not None:
+        notes.append(f"clips of exactly {spec.clip_frames} frames")
+    if test.crops != "center" or test.average_clips != "score":
+        notes.append(f"test: {test.crops} crops, average {test.average_clips}")
+    if spec.no_bank:
+        notes.append(f"no bank: {spec.no_bank}")
+    return ["; ".join(notes)] if notes else []
 
 
 def backbones_lines(specs: list[BackboneSpec]) -> list[str]:
@@ -43,9 +57,10 @@ def backbones_lines(specs: list[BackboneSpec]) -> list[str]:
     lines = [line(_HEADER)]
     for spec, row in zip(specs, rows[1:], strict=True):
         lines.append(line(row))
-        lines.extend(textwrap.wrap(spec.description, _WIDTH, initial_indent="    ", subsequent_indent="    "))
+        for text in (spec.description, *_notes(spec)):
+            lines.extend(textwrap.wrap(text, _WIDTH, initial_indent="    ", subsequent_indent="    "))
     lines.append("")
-    lines.append("AVA clip: frames x interval. test views: clips x (frames x interval), short side -> crop. "
+    lines.append("AVA clip: frames x interval (-: no bank). test views: clips x (frames x interval), short side -> crop. "
                  "weights: --weights NAME (torchvision) or --checkpoint FILE (MMAction2 configs: --json, "
                  "docs/models.md).")
     return [*lines[:-1], *textwrap.wrap(lines[-1], _WIDTH)]

@@ -48,6 +48,8 @@ def detect_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.", rich_help_panel=_RUN)] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete an earlier run's output and parts first.", rich_help_panel=_RUN)] = False,
     dist_timeout: Annotated[int, typer.Option(help="torchrun process-group timeout, seconds.", rich_help_panel=_RUN)] = 1800,
+    preview: Annotated[Path | None, typer.Option(help="Also draw DIR/<video_id>.png: evenly spread keyframes with their boxes and scores.", rich_help_panel=_RUN)] = None,
+    preview_frames: Annotated[int, typer.Option(min=1, help="Keyframes per video on a --preview sheet.", rich_help_panel=_RUN)] = 12,
 ) -> None:
     """Detect persons at chosen seconds of each video (one process, or every rank under torchrun)."""
     from lfbtool.data.sampling import parse_fps
@@ -55,6 +57,10 @@ def detect_command(
 
     values = dict(locals())
     values["fps"] = parse_fps(fps) if fps is not None else None
+    if preview is not None:  # an unusable directory is one line now, not after the detection
+        from lfbtool.pictures.draw import ensure_directory
+
+        ensure_directory(preview)
     result = run_detect(DetectConfig(**{k: v for k, v in values.items() if k in DetectConfig.__dataclass_fields__}))
     if not is_main_process():
         return
@@ -65,6 +71,8 @@ def detect_command(
     if result.detected_now and result.loop_seconds > 0:
         rows.append(("throughput", f"{result.detected_now / result.loop_seconds:.2f} keyframes/s"))
     rows.append(("output", str(result.output)))
+    if preview is not None:
+        rows.append(("preview", f"{preview}/<video_id>.png"))
     if result.world_size > 1:
         rows.append(("processes", str(result.world_size)))
     for name, value in rows:

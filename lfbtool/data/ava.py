@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Literal
 
@@ -170,6 +171,7 @@ def read_proposals(path: str | Path) -> dict[Key, np.ndarray]:
 
 
 def _read_proposals_pkl(path: Path) -> dict[Key, np.ndarray]:
+    from lfbtool._io.pickle_fast import collector_paused
     from lfbtool._io.safe_pickle import load_plain
 
     if not path.exists():
@@ -177,6 +179,51 @@ def _read_proposals_pkl(path: Path) -> dict[Key, np.ndarray]:
     data = load_plain(path)
     if not isinstance(data, dict):
         raise LfbError(f"{path}: expected a dict 'video_id,timestamp' -> array, got {type(data).__name__}")
+    with collector_paused():
+        checked = _proposals_at_once(data)
+    return checked if checked is not None else _proposals_one_by_one(path, data)
+
+
+def _proposals_at_once(data: dict) -> dict[Key, np.ndarray] | None:
+    """The usual file (``"vid,0902"`` keys, numeric 2-D arrays, valid boxes) checked with whole-array
+    operations: 200k keys in a fraction of the time the key-by-key loop takes. None when anything is
+    off; the loop then names the first problem."""
+    keys, arrays = list(data), list(data.values())
+    if not keys or set(map(type, keys)) != {str} or set(map(type, arrays)) != {np.ndarray}:
+        return None
+    dtypes = set(map(attrgetter("dtype"), arrays))
+    if any(dtype.kind not in "iuf" for dtype in dtypes) or set(map(attrgetter("ndim"), arrays)) != {2}:
+        return None
+    width = arrays[0].shape[1]
+    columns = np.empty((width, sum(map(len, arrays))), np.result_type(*dtypes))
+    try:
+        np.concatenate(arrays, out=columns.T)  # column by column: the checks below read contiguous memory
+    except ValueError:  # [n, 4] and [n, 5] arrays in one file
+        return None
+    corners = columns[:4]
+    if width not in (4, 5) or not np.isfinite(columns).all() or not (
+        corners.min(initial=0) >= 0 and corners.max(initial=1) <= 1
+        and (columns[2] >= columns[0]).all() and (columns[3] >= columns[1]).all()
+    ):
+        return None
+    if dtypes != {np.dtype(np.float32)} or not all(map(attrgetter("flags.writeable"), arrays)):
+        arrays = [array.astype(np.float32) for array in arrays]
+    out: dict[Key, np.ndarray] = {}
+    try:
+        for key, array in zip(keys, arrays, strict=True):
+            video_id, _, stamp = key.partition(",")
+            out[video_id, int(stamp)] = array  # int() as in the loop: spaces and signs too
+    except ValueError:  # no comma, two commas, not a number
+        return None
+    stamps = list(map(itemgetter(1), out))
+    if len(out) != len(keys) or any(timestamp_problem(t) for t in (min(stamps), max(stamps))):
+        return None  # a duplicate ("v,902" and "v,0902"), or a timestamp a bank cannot hold
+    if any(video_id_problem(v) for v in set(map(itemgetter(0), out))):
+        return None
+    return out
+
+
+def _proposals_one_by_one(path: Path, data: dict) -> dict[Key, np.ndarray]:
     out: dict[Key, np.ndarray] = {}
     for raw_key, value in data.items():
         where = f"{path}: key {raw_key!r}"

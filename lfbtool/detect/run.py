@@ -78,6 +78,8 @@ class DetectConfig:
     resume: bool = False
     overwrite: bool = False
     dist_timeout: int = 1800
+    preview: Path | None = None  # a directory: per video a PNG contact sheet of keyframes with their boxes
+    preview_frames: int = 12
 
 
 @dataclass
@@ -219,8 +221,13 @@ def run_detect(config: DetectConfig, *, show_progress: bool | None = None) -> De
     ctx = dist.init_from_env(config.dist_timeout)
     out = Path(config.out)
     try:
-        return detect_in_context(config, ctx, show_progress,
-                                 lock=RunLock(out.parent, f"lfbtool detect --out {out}", name=f".{out.name}.lock"))
+        result = detect_in_context(config, ctx, show_progress,
+                                   lock=RunLock(out.parent, f"lfbtool detect --out {out}", name=f".{out.name}.lock"))
+        if config.preview is not None and ctx.is_main:  # after the output is written, fresh or complete
+            from lfbtool.pictures import write_previews
+
+            write_previews(result.output, result.keys, clip_settings(config), config.preview, config.preview_frames)
+        return result
     finally:
         dist.shutdown(ctx)
 

@@ -197,12 +197,15 @@ def build_config(toml_path: Path | None, overrides: dict[str, Any]) -> ExtractCo
         config.timestamp_start = 0 if own_videos else 900
     for name in ("roi_temporal_pool", "temporal_pool", "spatial_pool"):
         setattr(config, name, Pool.parse(getattr(config, name), f"--{name.replace('_', '-')}"))
-    if config.clip_len is None or config.frame_interval is None:
-        from lfbtool.models.registry import backbone_spec
+    from lfbtool.models.registry import bank_spec
 
-        clip = backbone_spec(config.backbone).extract_clip
+    spec = bank_spec(config.backbone)
+    if config.clip_len is None or config.frame_interval is None:
+        clip = spec.extract_clip
         config.clip_len = clip.clip_len if config.clip_len is None else config.clip_len
         config.frame_interval = clip.frame_interval if config.frame_interval is None else config.frame_interval
+    if spec.clip_frames is not None and config.clip_len != spec.clip_frames:  # a fixed position table
+        raise LfbError(f"--clip-len {config.clip_len}: {spec.name} takes clips of exactly {spec.clip_frames} frames")
     validate(config)
     return config
 

@@ -11,7 +11,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lfbtool.models import resnet3d, slowfast, tv_video
+    from lfbtool.models import resnet3d, slowfast, tv_transformers, tv_video, vit_mae
     from lfbtool.models.checkpoint import (
         check_finite_weights,
         checkpoint_sha256,
@@ -49,11 +49,11 @@ _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names
 __all__ = ["BackboneSpec", "ClipDefaults", "LFBFeatureModel", "LFBHead", "MMACTION_NORMALIZATION",
            "Normalization", "Normalize", "RoIFeatureExtractor", "TORCHVISION_VIDEO_NORMALIZATION", "TestDefaults",
            "backbone_spec", "check_finite_weights", "checkpoint_sha256", "create_backbone", "list_backbones",
-           "load_backbone_weights", "read_checkpoint", "register_backbone", "resnet3d", "slowfast", "tv_video"]
+           "load_backbone_weights", "read_checkpoint", "register_backbone", "resnet3d", "slowfast", "tv_transformers", "tv_video", "vit_mae"]
 
 
 def __getattr__(name: str) -> object:
-    if name in ("resnet3d", "slowfast", "tv_video"):
+    if name in ("resnet3d", "slowfast", "tv_transformers", "tv_video", "vit_mae"):
         return import_module(f"lfbtool.models.{name}")
     module = _MODULE_OF.get(name)
     if module is None:

@@ -20,7 +20,8 @@ from lfbtool._io.hashing import file_sha256
 from lfbtool._io.safe_pickle import torch_load
 from lfbtool.errors import LfbError
 
-__all__ = ["read_checkpoint", "load_strict", "load_backbone_weights", "check_finite_weights", "checkpoint_sha256"]
+__all__ = ["read_checkpoint", "load_strict", "load_backbone_weights", "check_finite_weights", "checkpoint_sha256",
+           "derived_keys"]
 
 _STATE_DICT_KEYS = ("state_dict", "model", "module")
 _SHOWN = 8  # keys listed per category before "(+N more)"
@@ -104,12 +105,20 @@ def check_finite_weights(state_dict: Mapping[str, Tensor], *, source: str) -> No
             )
 
 
+def derived_keys(module: nn.Module) -> set[str]:
+    """State keys that are fixed functions of the architecture (a submodule lists them in its
+    ``derived_buffers``, e.g. VideoMAE's sinusoid ``pos_embed``): a checkpoint may leave them out."""
+    return {f"{name}.{key}" if name else key for name, sub in module.named_modules()
+            for key in getattr(sub, "derived_buffers", ())}
+
+
 def load_strict(module: nn.Module, weights: Mapping[str, Tensor], *, source: str, target: str) -> None:
     """Load ``weights`` into ``module`` strictly: one LfbError lists every missing, unexpected and
-    mis-shaped key, another names a non-finite tensor. BatchNorm ``num_batches_tracked`` may be absent
-    (older checkpoints; unused in eval)."""
+    mis-shaped key, another names a non-finite tensor. BatchNorm ``num_batches_tracked`` (older
+    checkpoints; unused in eval) and :func:`derived_keys` may be absent: the module keeps its own."""
     expected = module.state_dict()
-    missing = [k for k in expected if k not in weights and not k.endswith("num_batches_tracked")]
+    derived = derived_keys(module)
+    missing = [k for k in expected if k not in weights and not k.endswith("num_batches_tracked") and k not in derived]
     unexpected = [k for k in weights if k not in expected]
     mismatched = [
         f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["I3DHead", "SlowFastHead"]
+__all__ = ["I3DHead", "SlowFastHead", "TimeSformerHead"]
 
 
 class I3DHead(nn.Module):
@@ -54,4 +54,25 @@ class SlowFastHead(nn.Module):
         return self.fc_cls(pooled if self.dropout is None else self.dropout(pooled))
 
     def forward(self, x: tuple[Tensor, Tensor]) -> Tensor:
+        return self.classify(self.pool(x))
+
+
+class TimeSformerHead(nn.Module):
+    """MMAction2 ``TimeSformerHead`` (VideoMAE recognizers): the backbone already pooled (``fc_norm`` of the
+    token mean), so ``pool`` is the identity; dropout (0 in the configs) and ``fc_cls``."""
+
+    def __init__(self, num_classes: int, in_channels: int, dropout_ratio: float = 0.0, init_std: float = 0.02) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(p=dropout_ratio) if dropout_ratio else None
+        self.fc_cls = nn.Linear(in_channels, num_classes)
+        nn.init.trunc_normal_(self.fc_cls.weight, std=init_std)
+        nn.init.zeros_(self.fc_cls.bias)
+
+    def pool(self, x: Tensor) -> Tensor:
+        return x
+
+    def classify(self, pooled: Tensor) -> Tensor:
+        return self.fc_cls(pooled if self.dropout is None else self.dropout(pooled))
+
+    def forward(self, x: Tensor) -> Tensor:
         return self.classify(self.pool(x))

@@ -3,8 +3,8 @@ classifier, or ``torchvision.<image model>`` run TSN-style; then load a checkpoi
 through the one strict loader.
 
 Test settings and normalization come from data: a backbone's spec (``spec.test_clip``,
-``spec.normalization``), and for torchvision classifiers torchvision's own weights metadata (mean, std,
-resize and crop of the published transforms) plus the clip settings in :data:`TORCHVISION_CLIPS`.
+``spec.normalization``; torchvision's video models have specs too), and for ``torchvision.<image model>``
+torchvision's own weights metadata (mean, std, resize and crop of the published transforms).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import Tensor
 from lfbtool.errors import LfbError
 from lfbtool.models.checkpoint import load_strict, read_checkpoint
 from lfbtool.models.factory import create_backbone
-from lfbtool.models.heads import SlowFastHead
+from lfbtool.models.heads import SlowFastHead, TimeSformerHead
 from lfbtool.models.normalization import Normalization
 from lfbtool.models.recognizers import TSN2D, BaseRecognizer, Recognizer3D, TorchvisionVideoClassifier
 from lfbtool.models.registry import TestDefaults, backbone_spec, list_backbones
@@ -27,12 +27,6 @@ from lfbtool.models.weights import resolve_weights, weights_state_dict
 __all__ = ["BuiltRecognizer", "build_recognizer", "create_recognizer", "known_recognizers"]
 
 TORCHVISION_2D_PREFIX = "torchvision."
-#: (clip_len, clips per video) of torchvision's video classifiers as their weight docs evaluate them
-#: (frame interval 1: their datasets resample the frame rate). Trunks registered as lfbtool backbones
-#: (r3d_18, ..., s3d) carry theirs on the spec.
-TORCHVISION_CLIPS: dict[str, tuple[int, int]] = {
-    "mvit_v1_b": (16, 5), "mvit_v2_s": (16, 5), "swin3d_t": (32, 12), "swin3d_s": (32, 12), "swin3d_b": (32, 12),
-}
 #: MMAction2 TSN tests 25 single-frame segments.
 TSN_SEGMENTS = 25
 _IMAGENET = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1.0)
@@ -49,8 +43,7 @@ def _own_backbones() -> list[str]:
 
 
 def _video_classifiers() -> list[str]:
-    trunks = [spec.name for spec in list_backbones() if spec.torchvision_model is not None]
-    return sorted(set(trunks) | set(TORCHVISION_CLIPS))
+    return [spec.name for spec in list_backbones() if spec.torchvision_model is not None]
 
 
 def known_recognizers() -> list[str]:
@@ -72,25 +65,30 @@ def _published_transforms(tv_name: str) -> tuple[Normalization, int, int] | None
 
 def create_recognizer(name: str, num_classes: int) -> BaseRecognizer:
     """A recognizer with random weights: ``slowonly_r50``-style backbones get MMAction2's head."""
+    recognizer = _create(name, num_classes)
+    if not recognizer.is_2d:
+        recognizer.clip_frames = backbone_spec(name).clip_frames
+    return recognizer
+
+
+def _create(name: str, num_classes: int) -> BaseRecognizer:
     import torchvision.models as tvm
 
     if name in _own_backbones():
         spec = backbone_spec(name)
+        if spec.head == "timesformer":  # VideoMAE: the backbone mean-pools and fc_norms its tokens
+            backbone = create_backbone(name, mean_pooling=True)
+            return Recognizer3D(backbone, num_classes, head=TimeSformerHead(num_classes, spec.channels))
         backbone = create_backbone(name, spatial_strides=spec.recognition_strides)
-        head = SlowFastHead(num_classes, in_channels=spec.channels) if spec.pathway_channels else None
+        head = SlowFastHead(num_classes, in_channels=spec.channels) if spec.head == "slowfast" else None
         return Recognizer3D(backbone, num_classes, head=head)
     if name in _video_classifiers():
-        model = tvm.get_model(name, weights=None, num_classes=num_classes)
-        if name in TORCHVISION_CLIPS:
-            published = _published_transforms(name)
-            assert published is not None
-            norm, short, crop = published
-            clip_len, clips = TORCHVISION_CLIPS[name]
-            defaults = TestDefaults(clip_len, 1, clips, short, crop)
-        else:
-            spec = backbone_spec(name)
-            norm, defaults = spec.normalization, spec.test_clip
-        return TorchvisionVideoClassifier(model, num_classes, normalization=norm, defaults=defaults, name=name)
+        from lfbtool.models.tv_transformers import as_classifier
+
+        spec = backbone_spec(name)
+        model = as_classifier(tvm.get_model(name, weights=None, num_classes=num_classes), name)
+        return TorchvisionVideoClassifier(model, num_classes, normalization=spec.normalization,
+                                          defaults=spec.test_clip, name=name)
     if name.startswith(TORCHVISION_2D_PREFIX):
         tv_name = name[len(TORCHVISION_2D_PREFIX) :]
         if tv_name not in tvm.list_models(module=tvm) or tv_name in tvm.list_models(module=tvm.video):

@@ -64,6 +64,8 @@ class BaseRecognizer(nn.Module):
     is_2d: bool = False
     #: Compute precision of the per-view forward (``set_precision``); logits come back in fp32.
     precision: Precision = Precision.fp32
+    #: The one clip length the model takes (a fixed position table, ``spec.clip_frames``); None: any.
+    clip_frames: int | None = None
 
     def __init__(self, normalization: Normalization, num_classes: int, defaults: TestDefaults, name: str) -> None:
         super().__init__()

@@ -27,13 +27,14 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["AVA_4X16", "BackboneSpec", "ClipDefaults", "MMACTION_K400_TEST", "TestDefaults", "register_backbone",
-           "list_backbones", "backbone_spec", "builder_of"]
+           "list_backbones", "backbone_spec", "bank_spec", "builder_of"]
 
 Builder = Callable[..., "nn.Module"]
 B = TypeVar("B", bound=Builder)
 
 #: The modules whose ``@register_backbone`` decorators attach the builders of :data:`BUILTIN_SPECS`.
-BUILDER_MODULES = ("lfbtool.models.resnet3d", "lfbtool.models.slowfast", "lfbtool.models.tv_video")
+BUILDER_MODULES = ("lfbtool.models.resnet3d", "lfbtool.models.slowfast", "lfbtool.models.tv_video",
+                   "lfbtool.models.tv_transformers", "lfbtool.models.vit_mae")
 
 _BUILDERS: dict[str, Builder] = {}
 _SPECS: dict[str, BackboneSpec] = {spec.name: spec for spec in BUILTIN_SPECS}
@@ -65,6 +66,14 @@ def backbone_spec(name: str) -> BackboneSpec:
     if name not in _SPECS:
         raise LfbError(f"unknown backbone {name!r}; known backbones: {', '.join(sorted(_SPECS))}")
     return _SPECS[name]
+
+
+def bank_spec(name: str) -> BackboneSpec:
+    """The spec of a backbone that yields a feature map for banks; one with ``no_bank`` -> LfbError."""
+    spec = backbone_spec(name)
+    if spec.no_bank is not None:
+        raise LfbError(f"{name} cannot build a feature bank: {spec.no_bank}")
+    return spec
 
 
 def builder_of(name: str) -> Builder:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lfbtool.choices import AverageClips, CropMode
+
 __all__ = [
     "AVA_STRIDES", "BUILTIN_SPECS", "BackboneSpec", "ClipDefaults", "KINETICS_STRIDES", "MMACTION_K400_TEST",
     "MMACTION_NORMALIZATION", "Normalization", "TORCHVISION_VIDEO_NORMALIZATION", "TestDefaults",
@@ -51,13 +53,19 @@ class ClipDefaults:
 
 @dataclass(frozen=True)
 class TestDefaults:
-    """Sampling and crop settings a recognizer was evaluated with (``recognize`` defaults)."""
+    """Sampling and crop settings a recognizer was evaluated with (``recognize`` defaults).
+
+    ``crops`` and ``average_clips`` are what ``recognize`` uses when ``--crops`` / ``--average-clips``
+    are not given; a spec sets them where its configs' test pipeline is followed to the letter.
+    """
 
     clip_len: int
     frame_interval: int
     num_clips: int
     short_side: int
     crop_size: int
+    crops: CropMode = CropMode.center
+    average_clips: AverageClips = AverageClips.score
 
 
 #: MMAction2's AVA SlowOnly-R50 4x16 keyframe clip.
@@ -84,6 +92,10 @@ class BackboneSpec:
     trunks (slow first) whose forward returns a tuple of maps; ``channels`` is then their sum.
     ``recognition_strides`` are the stage strides of the trunk's Kinetics recognizers when they differ
     from the detector's (MMAction2's recognizers keep the last stage's stride 2: output stride 32).
+    ``head`` is the MMAction2 head of its Kinetics recognizers (``i3d``, ``slowfast``, ``timesformer``;
+    torchvision models keep their own). ``clip_frames`` is the one clip length a trunk takes (a fixed
+    position table: VideoMAE's ``num_frames``), None where any length >= ``min_frames`` works.
+    ``no_bank`` says why a trunk gives no feature map for banks (None: it does).
     """
 
     name: str
@@ -101,6 +113,9 @@ class BackboneSpec:
     mmaction_configs: tuple[str, ...] = ()
     pathway_channels: tuple[int, ...] | None = None
     recognition_strides: tuple[int, ...] | None = None
+    head: str = "i3d"
+    clip_frames: int | None = None
+    no_bank: str | None = None
 
 
 # -- MMAction2's ResNet3d family (lfbtool.models.resnet3d) ----------------------------------------------
@@ -165,7 +180,7 @@ def _slowfast_spec(name: str, rate: int, description: str, configs: tuple[str, .
         description=description, checkpoint_prefix="backbone.", temporal_stride=rate, min_frames=rate,
         extract_clip=_AVA_32X2, test_clip=_K400_32X2_TEST, mmaction_configs=configs,
         recognition_strides=KINETICS_STRIDES,
-        pathway_channels=(2048, 256),
+        pathway_channels=(2048, 256), head="slowfast",
     )
 
 
@@ -217,8 +232,84 @@ R2PLUS1D_18_SPEC = _tv_spec("r2plus1d_18", 512, 16, 8, "torchvision R(2+1)D-18 t
 S3D_SPEC = _tv_spec("s3d", 1024, 32, 8, "torchvision S3D features (needs >= 5 frames)",
                     test_clip=TestDefaults(128, 1, 1, 256, 224), min_frames=5)
 
+
+# -- torchvision video transformers (lfbtool.models.tv_transformers) --------------------------------------
+#: The published weights' transforms (``MViT_V2_S_Weights.KINETICS400_V1.transforms()`` etc.: resize 256,
+#: crop 224, these mean/std) and their documented evaluation: MViT 5 clips of 16 frames at 7.5 fps,
+#: Swin3D 12 clips of 32 frames at 15 fps (frame interval 1 on videos resampled to that rate).
+_MVIT_NORMALIZATION = Normalization((0.45, 0.45, 0.45), (0.225, 0.225, 0.225), 1.0)
+_SWIN3D_NORMALIZATION = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1.0)
+_MVIT_TEST = TestDefaults(clip_len=16, frame_interval=1, num_clips=5, short_side=256, crop_size=224)
+_SWIN3D_TEST = TestDefaults(clip_len=32, frame_interval=1, num_clips=12, short_side=256, crop_size=224)
+#: Bank clips spanning the same time at AVA's 30 fps: 16 frames every 4th (7.5 fps), 32 every 2nd (15 fps).
+_MVIT_CLIP = ClipDefaults(clip_len=16, frame_interval=4)
+_SWIN3D_CLIP = ClipDefaults(clip_len=32, frame_interval=2)
+
+
+def _tv_transformer_spec(name: str, channels: int, description: str, *, swin: bool, **extra: object) -> BackboneSpec:
+    return BackboneSpec(
+        name=name, channels=channels, stride=32, temporal_stride=2, description=description,
+        normalization=_SWIN3D_NORMALIZATION if swin else _MVIT_NORMALIZATION, checkpoint_prefix="",
+        ignored_prefixes=("head.",), extract_clip=_SWIN3D_CLIP if swin else _MVIT_CLIP,
+        test_clip=_SWIN3D_TEST if swin else _MVIT_TEST, torchvision_model=name, **extra,  # type: ignore[arg-type]
+    )
+
+
+MVIT_V1_B_SPEC = _tv_transformer_spec(
+    "mvit_v1_b", 768, "torchvision MViT-v1-B: absolute position table for 16x224x224 clips only", swin=False,
+    clip_frames=16,
+    no_bank="its absolute position table fits 16x224x224 clips only, so it has no feature map at the frame "
+            "sizes of a bank; use it with recognize, or mvit_v2_s (relative positions) for banks",
+)
+MVIT_V2_S_SPEC = _tv_transformer_spec(
+    "mvit_v2_s", 768, "torchvision MViT-v2-S: tokens (class token dropped) reshaped to the grid; relative "
+    "positions resized to any clip size", swin=False)
+SWIN3D_T_SPEC = _tv_transformer_spec("swin3d_t", 768, "torchvision Video Swin-T (shifted 8x7x7 windows)", swin=True)
+SWIN3D_S_SPEC = _tv_transformer_spec("swin3d_s", 768, "torchvision Video Swin-S (shifted 8x7x7 windows)", swin=True)
+SWIN3D_B_SPEC = _tv_transformer_spec("swin3d_b", 1024, "torchvision Video Swin-B (shifted 8x7x7 windows)", swin=True)
+
+
+# -- MMAction2's VideoMAE VisionTransformer (lfbtool.models.vit_mae) --------------------------------------
+#: AVA(-Kinetics) VideoMAE detectors: ``SampleAVAFrames(clip_len=16, frame_interval=4)``, Resize(-1, 256).
+_AVA_16X4 = ClipDefaults(clip_len=16, frame_interval=4)
+#: VideoMAE / VideoMAE V2 Kinetics-400 test pipeline: SampleFrames 16x4x5, Resize(-1, 224), ThreeCrop 224,
+#: ``TimeSformerHead(average_clips='prob')``.
+_VIDEOMAE_K400_TEST = TestDefaults(clip_len=16, frame_interval=4, num_clips=5, short_side=224, crop_size=224,
+                                   crops=CropMode.three, average_clips=AverageClips.prob)
+
+
+def _videomae_spec(name: str, channels: int, description: str, configs: tuple[str, ...]) -> BackboneSpec:
+    return BackboneSpec(
+        name=name, channels=channels, stride=16, temporal_stride=2, min_frames=16, clip_frames=16,
+        normalization=MMACTION_NORMALIZATION, description=description, checkpoint_prefix="backbone.",
+        extract_clip=_AVA_16X4, test_clip=_VIDEOMAE_K400_TEST, mmaction_configs=configs, head="timesformer",
+    )
+
+
+VIT_S_VIDEOMAE_SPEC = _videomae_spec(
+    "vit_s_videomae", 384, "MMAction2 VideoMAE V2 ViT-S/16 (tubelets 2x16x16, 12 blocks, 6 heads)",
+    ("vit-small-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400",),
+)
+VIT_B_VIDEOMAE_SPEC = _videomae_spec(
+    "vit_b_videomae", 768, "MMAction2 VideoMAE ViT-B/16 (tubelets 2x16x16, 12 blocks, 12 heads)",
+    (
+        "vit-base-p16_videomae-k400-pre_8xb8-16x4x1-20e-adamw_ava-kinetics-rgb",
+        "vit-base-p16_videomae-k400-pre_16x4x1_kinetics-400",
+        "vit-base-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400",
+    ),
+)
+VIT_L_VIDEOMAE_SPEC = _videomae_spec(
+    "vit_l_videomae", 1024, "MMAction2 VideoMAE ViT-L/16 (tubelets 2x16x16, 24 blocks, 16 heads)",
+    (
+        "vit-large-p16_videomae-k400-pre_8xb8-16x4x1-20e-adamw_ava-kinetics-rgb",
+        "vit-large-p16_videomae-k400-pre_16x4x1_kinetics-400",
+    ),
+)
+
 #: Every backbone lfbtool ships; the registry starts from these.
 BUILTIN_SPECS = (
     SLOWONLY_R50_SPEC, SLOWONLY_R50_NL_SPEC, SLOWONLY_R101_SPEC, SLOWFAST_R50_SPEC, SLOWFAST_R50_8X8_SPEC,
     R3D_18_SPEC, MC3_18_SPEC, R2PLUS1D_18_SPEC, S3D_SPEC,
+    MVIT_V1_B_SPEC, MVIT_V2_S_SPEC, SWIN3D_T_SPEC, SWIN3D_S_SPEC, SWIN3D_B_SPEC,
+    VIT_S_VIDEOMAE_SPEC, VIT_B_VIDEOMAE_SPEC, VIT_L_VIDEOMAE_SPEC,
 )

@@ -26,8 +26,9 @@ from lfbtool.models.recognizers import BaseRecognizer
 
 __all__ = ["GradCam", "compute_gradcam", "default_layer_name", "gradcam"]
 
-#: Last backbone stage per recognizer layout, tried in order.
-_DEFAULT_LAYERS = ("backbone.layer4", "model.layer4", "model.features")
+#: Last backbone stage per recognizer layout, tried in order. Transformers expose ``grid``: their
+#: tokens reshaped to ``[N, C, T, H, W]`` (lfbtool.models.vit_mae, lfbtool.models.tv_transformers).
+_DEFAULT_LAYERS = ("backbone.grid", "model.grid", "backbone.layer4", "model.layer4", "model.features")
 
 
 @dataclass
@@ -38,8 +39,8 @@ class GradCam:
 
 
 def default_layer_name(recognizer: nn.Module) -> str:
-    """The last backbone stage: ``backbone.layer4`` (lfbtool 3D), ``model.layer4`` (torchvision ResNets,
-    2D and 3D), ``model.features`` (s3d)."""
+    """The last backbone stage: ``backbone.grid`` / ``model.grid`` (transformers' token grid),
+    ``backbone.layer4`` (lfbtool 3D), ``model.layer4`` (torchvision ResNets, 2D and 3D), ``model.features`` (s3d)."""
     names = dict(recognizer.named_modules())
     for name in _DEFAULT_LAYERS:
         if name in names:

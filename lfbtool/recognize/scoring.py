@@ -51,8 +51,8 @@ class RecognizeOptions:
     frame_interval: int | None = None
     short_side: int | None = None
     crop_size: int | None = None
-    crops: CropMode | str = CropMode.center
-    average_clips: AverageClips | str = AverageClips.score
+    crops: CropMode | str | None = None  # None: the recognizer's (``defaults.crops``)
+    average_clips: AverageClips | str | None = None  # None: the recognizer's (``defaults.average_clips``)
     max_testing_views: int | None = None
     batch_videos: int = 1
     template: str = "img_{:05d}.jpg"
@@ -127,11 +127,14 @@ def resolve_settings(recognizer: BaseRecognizer, options: RecognizeOptions) -> T
         raise LfbError(
             f"{recognizer.name} is a 2D model used TSN-style: --clip-len must be 1, got {clip_len}"
         )
+    if recognizer.clip_frames is not None and clip_len != recognizer.clip_frames:  # a fixed position table
+        raise LfbError(f"--clip-len {clip_len}: {recognizer.name} takes clips of exactly {recognizer.clip_frames} frames")
     short_side = options.short_side if options.short_side is not None else d.short_side
     if short_side < 1:
         raise LfbError(f"--short-side must be >= 1, got {short_side}")
-    crops = CropMode.parse(options.crops, "--crops")
-    average_clips = AverageClips.parse(options.average_clips, "--average-clips")
+    crops = CropMode.parse(d.crops if options.crops is None else options.crops, "--crops")
+    average_clips = AverageClips.parse(d.average_clips if options.average_clips is None else options.average_clips,
+                                       "--average-clips")
     if options.batch_videos < 1:
         raise LfbError(f"--batch-videos must be >= 1, got {options.batch_videos}")
     if options.memory_budget < 1:
