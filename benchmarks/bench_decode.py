@@ -67,7 +67,7 @@ def single_process(path: Path, clips: list[list[int]], *, old: bool) -> tuple[in
     from lfbtool.data.frames import VideoFile
 
     video = VideoFile(path)
-    _ = video.num_frames  # open outside the timing
+    _ = video.count_frames()  # open outside the timing
     started = time.perf_counter()
     for numbers in clips:
         if old:  # no window and no live position: the overlapping clip seeks back to a key frame

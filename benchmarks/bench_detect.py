@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for video_id, t in keys:
         source = settings.open(video_id)
         number = keyframe_frame_number(t, fps=settings.fps_of(source), timestamp_start=settings.timestamp_start,
-                                       start_index=settings.start_index, total=source.num_frames)
+                                       start_index=settings.start_index, total=source.count_frames())
         images.append(source.read([number])[0])
     detect_persons(model, images[:1], device, score_threshold=0.5, max_per_frame=100)  # prime kernels
 

@@ -73,8 +73,8 @@ def _same(reference: dict, loaded: dict) -> bool:
 
 
 def bench_file(path: Path, repeats: int) -> dict[str, float]:
-    from lfbtool.data.ava import read_proposals
     from lfbtool._io.safe_pickle import load_plain
+    from lfbtool.data.ava import read_proposals
 
     if not _same(_pickle_load(path), load_plain(path)):
         raise SystemExit(f"{path}: load_plain differs from pickle.load")

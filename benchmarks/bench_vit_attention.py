@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         args.height, args.width, args.repeat = 112, 112, 1
 
     from lfbtool.models import create_backbone, vit_mae
-    from lfbtool.runtime.precision import check_precision, prepare_model, run_backbone
     from lfbtool.runtime import resolve_device
+    from lfbtool.runtime.precision import check_precision, prepare_model, run_backbone
 
     device = resolve_device(args.device)
     precision = check_precision(args.precision, device, warn=print)

@@ -77,7 +77,7 @@ def test_ntsc_video_clip_frames_land_within_half_a_frame(tmp_path, start_index):
     source = VideoFile(path, start_index=start_index)
     settings = ClipSettings(frames_root=None, videos_root=tmp_path, frame_template="", video_ext="mp4", fps="auto",
                             timestamp_start=0, start_index=start_index, clip_len=4, frame_interval=8, short_side=8)
-    assert source.frame_rate == rate and settings.fps_of(source) == rate
+    assert source.read_frame_rate() == rate and settings.fps_of(source) == rate
     seconds = whole_clip_seconds(count, fps=rate, timestamp_start=0, start_index=start_index, clip_len=4, interval=8)
     assert seconds == list(range(1, 22))
     for t in seconds:

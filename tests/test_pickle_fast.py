@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from lfbtool._io import pickle_fast
-from lfbtool.data.ava import _proposals_at_once, _proposals_one_by_one, read_proposals
-from lfbtool.errors import LfbError
 from lfbtool._io.pickle_bounds import BoundedUnpickler
 from lfbtool._io.safe_pickle import load_plain
+from lfbtool.data.ava import _proposals_at_once, _proposals_one_by_one, read_proposals
+from lfbtool.errors import LfbError
 
 
 def _proposals(videos: int = 3, seconds: int = 12, seed: int = 0) -> dict[str, np.ndarray]:

@@ -19,13 +19,13 @@ from typer.testing import CliRunner
 from lfbtool import read_embeddings
 from lfbtool.cli import app
 from lfbtool.errors import LfbError
-from lfbtool.recognize.gradcam import compute_gradcam
 from lfbtool.models import backbone_spec, create_backbone
 from lfbtool.models.checkpoint import load_strict
 from lfbtool.models.heads import TimeSformerHead
 from lfbtool.models.recognizer_factory import create_recognizer
 from lfbtool.models.recognizers import Recognizer3D, TorchvisionVideoClassifier
 from lfbtool.models.tv_transformers import as_classifier
+from lfbtool.recognize.gradcam import compute_gradcam
 from lfbtool.recognize.scoring import RecognizeOptions, open_input, resolve_settings, video_views
 from lfbtool.testing.synthetic import synthetic_frames, write_video
 from tests.reference import videomae_reference

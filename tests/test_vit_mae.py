@@ -14,8 +14,8 @@ from lfbtool.models import backbone_spec, create_backbone, load_backbone_weights
 from lfbtool.models.checkpoint import load_strict
 from lfbtool.models.recognizer_factory import create_recognizer
 from lfbtool.models.vit_mae import sinusoid_table
-from lfbtool.runtime.precision import run_backbone
 from lfbtool.recognize.scoring import RecognizeOptions, resolve_settings
+from lfbtool.runtime.precision import run_backbone
 from tests.reference import sinusoid_reference, videomae_expected_shapes, videomae_reference
 
 SIZES = {"vit_s_videomae": (384, 12, 6), "vit_b_videomae": (768, 12, 12), "vit_l_videomae": (1024, 24, 16)}

@@ -30,6 +30,7 @@ import zipfile
 from typing import IO, Any
 
 from lfbtool._io import pickle_fast
+from lfbtool._io.pickle_bounds import BoundedUnpickler, Budget, Inert
 from lfbtool.errors import LfbError
 
 __all__ = ["load_plain", "torch_load", "RestrictedUnpickler", "Placeholder"]

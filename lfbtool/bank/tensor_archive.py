@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from lfbtool._io import pickle_fast
+from lfbtool._io.pickle_bounds import Budget
+from lfbtool._io.safe_pickle import RestrictedUnpickler, _check_archive, _plain_globals
 from lfbtool.errors import LfbError
 
 __all__ = ["StoredTensor", "load_tensor_archive"]

@@ -34,8 +34,18 @@ app = typer.Typer(
 
 @app.callback()
 def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
-    if debug:
-        os.environ[DEBUG_VARIABLE] = "1"
+    """Options before the command; ``--debug`` is read by :func:`main` from its own arguments."""
+
+
+def debug_requested(argv: list[str]) -> bool:
+    """``--debug`` before the command name, or ``LFBTOOL_DEBUG=1`` (read, never written: child
+    processes do not inherit a flag they were not given)."""
+    for arg in argv:
+        if arg == "--debug":
+            return True
+        if not arg.startswith("-"):
+            break
+    return os.environ.get(DEBUG_VARIABLE) == "1"
 
 
 app.command("extract")(extract_command)
@@ -56,10 +66,11 @@ def main() -> None:
     from lfbtool.runtime import is_node_leader
     from lfbtool.runtime.console import print_error
 
+    debug = debug_requested(sys.argv[1:])
     try:
         app()
     except LfbError as error:
-        if os.environ.get(DEBUG_VARIABLE) == "1":
+        if debug:
             raise
         if is_node_leader() or not error.all_ranks:  # an error every rank shares: once per node's log
             print_error(str(error))
@@ -68,7 +79,7 @@ def main() -> None:
         print_error("interrupted; finished work is kept (rerun with --resume where the command has it)")
         sys.exit(130)
     except Exception as error:  # noqa: BLE001 - the last line of defence: one line, not a traceback
-        if os.environ.get(DEBUG_VARIABLE) == "1":
+        if debug:
             raise
         first = (str(error).strip().splitlines() or [""])[0]
         print_error(f"internal error: {type(error).__name__}: {first} "

@@ -46,10 +46,10 @@ class ClipSettings:
         video stream's (a frame directory has none: LfbError)."""
         if self.fps != "auto":
             return self.fps
-        rate = getattr(source, "frame_rate", None)
-        if rate is None:
+        read_rate = getattr(source, "read_frame_rate", None)
+        if read_rate is None:
             raise LfbError(f"{source.path}: fps auto needs a video file; give --fps for frame directories")
-        return rate
+        return read_rate()
 
 
 def keyframes_inside(keyframes: list[Keyframe], settings: ClipSettings) -> tuple[list[Keyframe], list[Skipped]]:
@@ -62,10 +62,10 @@ def keyframes_inside(keyframes: list[Keyframe], settings: ClipSettings) -> tuple
     for keyframe in keyframes:
         if keyframe.video_id not in totals:
             source = settings.open(keyframe.video_id)
-            if source.num_frames < 1:
+            if source.count_frames() < 1:
                 raise LfbError(f"{source.path}: no frames (video {keyframe.video_id}); frame directories must "
                                f"hold files named like {settings.frame_template}")
-            totals[keyframe.video_id] = (source.num_frames, settings.fps_of(source))
+            totals[keyframe.video_id] = (source.count_frames(), settings.fps_of(source))
             close_source(source)
         total, fps = totals[keyframe.video_id]
         centre = int(keyframe_clip_indices(keyframe.timestamp, fps=fps, timestamp_start=settings.timestamp_start,
@@ -111,7 +111,7 @@ class KeyframeClips(Dataset):
         source = self._source(keyframe.video_id)
         numbers = keyframe_clip_numbers(
             keyframe.timestamp, fps=s.fps_of(source), timestamp_start=s.timestamp_start, start_index=s.start_index,
-            clip_len=s.clip_len, interval=s.frame_interval, total=source.num_frames,
+            clip_len=s.clip_len, interval=s.frame_interval, total=source.count_frames(),
         )
         frames = source.read([int(n) for n in numbers])
         height, width = int(frames.shape[1]), int(frames.shape[2])

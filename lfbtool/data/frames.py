@@ -51,8 +51,7 @@ class ClipSource(Protocol):
 
     path: Path
 
-    @property
-    def num_frames(self) -> int: ...
+    def count_frames(self) -> int: ...
 
     def read(self, numbers: Sequence[int]) -> torch.Tensor: ...
 
@@ -86,8 +85,7 @@ class FrameDirectory:
         self.start_index = start_index
         self._num_frames: int | None = None
 
-    @property
-    def num_frames(self) -> int:
+    def count_frames(self) -> int:
         """Count of files matching the template (one directory scan, cached)."""
         if self._num_frames is None:
             if not self.path.is_dir():
@@ -227,15 +225,14 @@ class VideoFile:
     def _rate(self) -> Fraction:
         return Fraction(self._stream.average_rate or self._stream.guessed_rate)
 
-    @property
-    def frame_rate(self) -> Fraction:
-        """The stream's average frame rate (frames per second, exact), what ``fps="auto"`` takes."""
+    def read_frame_rate(self) -> Fraction:
+        """The stream's average frame rate (frames per second, exact), what ``fps="auto"`` takes;
+        opens the file (and decodes its first frame) when it is not open yet."""
         self._open()
         return self._rate
 
-    @property
-    def num_frames(self) -> int:
-        """Frames in the stream: the container's count, else one demux pass counting packets."""
+    def count_frames(self) -> int:
+        """Frames in the stream: the container's count, else one demux pass counting packets (cached)."""
         if self._num_frames is None:
             stream = self._open()
             count = int(stream.frames or 0)
@@ -264,7 +261,7 @@ class VideoFile:
 
     def read(self, numbers: Sequence[int]) -> torch.Tensor:
         """Decode frames ``numbers`` -> uint8 ``[T, H, W, 3]`` RGB, decoding each span once."""
-        total = self.num_frames
+        total = self.count_frames()
         wanted = sorted({int(n) - self.start_index for n in numbers})
         if not wanted:
             return _stack([], numbers, self.path)
@@ -298,7 +295,7 @@ class VideoFile:
             if index not in window:
                 self._frames = None
                 raise LfbError(f"{self.path}: frame number {index + self.start_index} could not be decoded "
-                               f"(video claims {self.num_frames} frames; truncated or corrupt file?)")
+                               f"(video claims {self.count_frames()} frames; truncated or corrupt file?)")
             if index not in rgb:
                 rgb[index] = torch.from_numpy(window[index].to_ndarray(format="rgb24", threads=1))
             found[index] = rgb[index]

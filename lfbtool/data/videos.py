@@ -69,7 +69,7 @@ def list_videos(
         root = Path(frames_root)
         if not root.is_dir():
             raise LfbError(f"{root}: no such frames directory (--frames-root)")
-        ids.update(d.name for d in root.iterdir() if d.is_dir() and FrameDirectory(d, template=template).num_frames)
+        ids.update(d.name for d in root.iterdir() if d.is_dir() and FrameDirectory(d, template=template).count_frames())
     for video_id in ids:
         _check_id(video_id, str(videos_root or frames_root))
     if not ids:

@@ -158,15 +158,15 @@ def keyframe_keys(config: DetectConfig) -> tuple[list[Key], list[str]]:
                 warning = variable_rate_warning(source.path)
                 if warning:
                     warnings.append(warning)
-            if source.num_frames < 1:
+            if source.count_frames() < 1:
                 raise LfbError(f"{source.path}: video {video_id} has no frames")
             seconds = whole_clip_seconds(
-                source.num_frames, fps=settings.fps_of(source), timestamp_start=settings.timestamp_start,
+                source.count_frames(), fps=settings.fps_of(source), timestamp_start=settings.timestamp_start,
                 start_index=settings.start_index, clip_len=settings.clip_len, interval=settings.frame_interval,
                 stride=config.stride,
             )
             if not seconds:
-                warnings.append(f"{source.path}: {source.num_frames} frames hold no whole clip of "
+                warnings.append(f"{source.path}: {source.count_frames()} frames hold no whole clip of "
                                 f"{config.clip_len} x {config.frame_interval}; no second of it is used")
             keys.update((video_id, t) for t in seconds)
     return sorted(keys - excluded), warnings
@@ -195,7 +195,7 @@ def _frames(todo: list[Key], settings: ClipSettings, max_open: int = 4):
             old = open_sources.pop(next(iter(open_sources)))
             getattr(old, "close", lambda: None)()
         number = keyframe_frame_number(timestamp, fps=settings.fps_of(source), timestamp_start=settings.timestamp_start,
-                                       start_index=settings.start_index, total=source.num_frames)
+                                       start_index=settings.start_index, total=source.count_frames())
         try:
             frame = source.read([number])[0]
         except LfbError as error:

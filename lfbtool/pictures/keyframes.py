@@ -47,9 +47,9 @@ def clip_settings(recorded: dict[str, Any], where: str, *, frames_root: Path | N
                   frame_template: str | None = None, video_ext: str | None = None) -> ClipSettings:
     """Where keyframe images come from: the options given, else what the bank recorded; a bank that
     records no frame rate or first second (imported from MMAction2) needs ``--fps`` and ``--timestamp-start``."""
-    from lfbtool.extract.config import check_frame_template
     from lfbtool.data.clips import ClipSettings
     from lfbtool.data.sampling import parse_fps
+    from lfbtool.extract.config import check_frame_template
 
     given = {"fps": fps, "timestamp_start": timestamp_start, "start_index": start_index,
              "frame_template": frame_template, "video_ext": video_ext}
@@ -79,7 +79,7 @@ def read_keyframes(video: str, timestamps: list[int], settings: ClipSettings,
     source = settings.open(video)
     try:
         fps = settings.fps_of(source)
-        total = source.num_frames
+        total = source.count_frames()
         if total < 1:
             raise LfbError(f"{source.path}: no frames (video {video})")
     except BaseException:

@@ -58,7 +58,7 @@ def open_input(path: Path, settings: TestSettings) -> ClipSource:
 
 def plan_for(source: ClipSource, settings: TestSettings) -> ClipPlan:
     """The input's test clips; a too-short input is an error when looping is off."""
-    total = source.num_frames
+    total = source.count_frames()
     if total < 1:
         raise LfbError(f"{source.path}: no frames (frame directories must match {settings.template})")
     plan = plan_clips(
