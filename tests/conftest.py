@@ -47,6 +47,27 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> TinyData:
 SEGMENT = ("--segment-size", "2", "--batch-size", "1")
 
 
+@dataclass(frozen=True)
+class Extracted:
+    """One finished `lfbtool extract` run: its OUT directory and what it printed."""
+
+    out: Path
+    stdout: str
+
+    @property
+    def bank(self) -> Path:
+        return self.out / "lfb_train.h5"
+
+
+@pytest.fixture(scope="session")
+def half_bank(tiny_data, tmp_path_factory) -> Extracted:
+    """The default (fp16) bank, batch 1, one thread: read by the golden and the end-to-end tests."""
+    out = tmp_path_factory.mktemp("half")
+    done = run_lfbtool(tiny_data.extract_args(out, "--batch-size", "1"))
+    assert done.returncode == 0, done.stderr
+    return Extracted(out=out, stdout=done.stdout)
+
+
 @pytest.fixture(scope="session")
 def reference(tiny_data, tmp_path_factory) -> Path:
     """The uninterrupted single-process bank (segments of 2), which distributed and resumed runs must equal."""
@@ -61,7 +82,11 @@ def reference(tiny_data, tmp_path_factory) -> Path:
 
 
 def run_lfbtool(args: list[str], timeout: int = 300):
-    """Run the CLI as a user would (a new process), returning the CompletedProcess."""
+    """Run the CLI as a user would (a new process), returning the CompletedProcess. One thread and no
+    CUDA, whatever this shell has: banks are compared bitwise with runs and references made so."""
     import subprocess
 
-    return subprocess.run([sys.executable, "-m", "lfbtool", *args], capture_output=True, text=True, timeout=timeout)
+    from tests.extract_runs import child_env
+
+    return subprocess.run([sys.executable, "-m", "lfbtool", *args], capture_output=True, text=True, timeout=timeout,
+                          env=child_env())
