@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from lfbtool.bank.verify import check_bank
-from tests.conftest import SEGMENT, run_lfbtool
+from tests.conftest import SEGMENT, run_in_process, run_lfbtool
 from tests.extract_runs import (
     CRASH_RUNNER,
     assert_same_bank,
@@ -35,7 +35,7 @@ def assert_extracted_exactly_once(out: Path, keys: list, resume_stdout: str, att
     assert not [p for p in (out / "shards").iterdir() if ".tmp-" in p.name]
 
 
-def test_kill_during_forward_then_resume_with_two_processes(tiny_data, reference, tmp_path) -> None:
+def test_kill_during_forward_then_resume_with_two_processes(tiny_data, reference, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     args = tiny_data.extract_args(out, *SEGMENT)
     killed = run([sys.executable, str(CRASH_RUNNER), *args], LFB_CRASH_AT="forward", LFB_CRASH_N="4")
@@ -45,11 +45,11 @@ def test_kill_during_forward_then_resume_with_two_processes(tiny_data, reference
     assert segments(out / "shards") == {"train-a001-r00000-s000000.h5": keys[:2]}
     assert not (out / "lfb_train.h5").exists()
 
-    again = run_lfbtool(args)
+    again = run_in_process(args, capsys)  # refusals: before any work, no process of their own needed
     assert again.returncode == 2
     assert "--resume" in again.stderr and "--overwrite" in again.stderr and str(out) in again.stderr
 
-    changed = run_lfbtool(args + ["--resume", "--clip-len", "2", "--score-threshold", "0.5"])
+    changed = run_in_process(args + ["--resume", "--clip-len", "2", "--score-threshold", "0.5"], capsys)
     assert changed.returncode == 2 and changed.stderr.count("\n") == 1
     assert "refusing to resume" in changed.stderr
     assert "clip_len: 2 (now) vs 4" in changed.stderr and "score_threshold: 0.5 (now) vs 0.9" in changed.stderr
@@ -62,7 +62,7 @@ def test_kill_during_forward_then_resume_with_two_processes(tiny_data, reference
     assert_extracted_exactly_once(out, keys, resumed.stdout)
     assert json.loads((out / "shards" / "train-a002.json").read_text())["world_size"] == 2
 
-    finished = run_lfbtool(args + ["--resume"])
+    finished = run_in_process(args + ["--resume"], capsys)
     assert finished.returncode == 0 and "already complete" in finished.stdout
 
 
