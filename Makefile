@@ -25,8 +25,12 @@ demo: install
 	$(VENV)/bin/lfbtool extract --config examples/own_videos.toml --overwrite
 	$(VENV)/bin/lfbtool verify examples/out-own-videos/lfb_train.h5
 
+# Most tests wait on lfbtool processes (one thread each): two workers keep both cores of a small machine busy.
+# worksteal: a worker that runs dry takes tests from the other's queue (module fixtures stay mostly on one worker).
+TEST_WORKERS ?= 2
+
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 lint: install
 	$(VENV)/bin/ruff check lfbtool tests benchmarks examples
