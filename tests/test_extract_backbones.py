@@ -18,7 +18,7 @@ from torchvision.ops import roi_align
 
 from lfbtool.data.preprocess import resize_clip
 from lfbtool.testing.checkpoints import make_random_detector_checkpoint
-from tests.conftest import SEGMENT, run_lfbtool
+from tests.conftest import SEGMENT, run_in_process, run_lfbtool
 from tests.extract_runs import CRASH_RUNNER, assert_same_bank, run, torchrun_command
 from tests.reference import NL_R50, slowfast_r50_reference, slowonly_reference
 from tests.test_extract_e2e import expected_keyframes, read_bank
@@ -112,7 +112,7 @@ def test_bank_has_spec_width_verifies_and_equals_reference(tiny_data, checkpoint
 
 
 def test_slowfast_torchrun_and_resume_give_the_one_process_bank(tiny_data, checkpoints, one_process_bank,
-                                                                 tmp_path) -> None:
+                                                                 tmp_path, capsys) -> None:
     name = "slowfast_r50"
     single = one_process_bank(name)
 
@@ -126,7 +126,7 @@ def test_slowfast_torchrun_and_resume_give_the_one_process_bank(tiny_data, check
     args = _args(tiny_data, resumed_out, name, checkpoints[name], "--no-half", *SEGMENT)
     killed = run([sys.executable, str(CRASH_RUNNER), *args], LFB_CRASH_AT="forward", LFB_CRASH_N="4")
     assert killed.returncode == -signal.SIGKILL and not (resumed_out / "lfb_train.h5").exists()
-    resumed = run_lfbtool(args + ["--resume"])
+    resumed = run_in_process(args + ["--resume"], capsys)  # one thread, as the killed process had
     assert resumed.returncode == 0, resumed.stderr
     assert_same_bank(single, resumed_out / "lfb_train.h5")
     with h5py.File(resumed_out / "lfb_train.h5") as handle:

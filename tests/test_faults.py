@@ -3,6 +3,8 @@ looks finished, and (where data was being written) a --resume that gives the uni
 
 Disk full is made twice where the machine allows: by a real tiny tmpfs (root only) and by an injected
 ENOSPC at the write call (tests/fault_runner.py). The table in docs/reliability.md lists these cases.
+Faults happen in processes of their own; the resumes after them, and refusals, run the console script
+in this process (tests.conftest.run_in_process, one thread as the reference's process had).
 """
 
 from __future__ import annotations
@@ -282,13 +284,13 @@ def resize(mount: Path, size: str) -> None:
     subprocess.run(["mount", "-o", f"remount,size={size}", str(mount)], check=True)
 
 
-def test_disk_full_at_a_segment_write_tmpfs(tiny_data, reference, tiny_disk) -> None:
+def test_disk_full_at_a_segment_write_tmpfs(tiny_data, reference, tiny_disk, capsys) -> None:
     out = tiny_disk / "out"
     done = lfbtool(tiny_data.extract_args(out, *SEGMENT))
     one_error_line(done, 1, "no space left on device", "-a001-r00000-s000000.h5")
     nothing_finished(out)
     resize(tiny_disk, "64m")
-    resumed = lfbtool(tiny_data.extract_args(out, *SEGMENT, "--resume"))
+    resumed = run_in_process(tiny_data.extract_args(out, *SEGMENT, "--resume"), capsys)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_bank(reference, out / "lfb_train.h5")
 
@@ -313,12 +315,12 @@ def test_disk_full_at_the_merge_tmpfs(reference, no_merge_run, tiny_disk) -> Non
     ("manifest", "train-a001-r00000.json"),
     ("merge-write", "lfb_train.h5"),
 ])
-def test_injected_disk_full_then_resume(fault, where, tiny_data, reference, tmp_path) -> None:
+def test_injected_disk_full_then_resume(fault, where, tiny_data, reference, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     done = lfbtool(tiny_data.extract_args(out, *SEGMENT), fault=fault, n=2 if fault == "segment-write" else 1)
     one_error_line(done, 1, "no space left on device", where)
     nothing_finished(out)
-    resumed = lfbtool(tiny_data.extract_args(out, *SEGMENT, "--resume"))
+    resumed = run_in_process(tiny_data.extract_args(out, *SEGMENT, "--resume"), capsys)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_bank(reference, out / "lfb_train.h5")
 
@@ -340,13 +342,13 @@ def test_export_to_a_full_disk(tiny_disk, tmp_path) -> None:
 # --- non-finite features --------------------------------------------------------------------------
 
 
-def test_nan_features_stop_the_run_naming_the_keyframe(tiny_data, reference, tmp_path) -> None:
+def test_nan_features_stop_the_run_naming_the_keyframe(tiny_data, reference, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     done = lfbtool(tiny_data.extract_args(out, *SEGMENT), fault="nan", n=3)
     third = sorted(reference_keys(reference))[2]
     one_error_line(done, 1, f"keyframe {third[0]},{third[1]:04d}", "NaN or Inf")
     nothing_finished(out)
-    resumed = lfbtool(tiny_data.extract_args(out, *SEGMENT, "--resume"))
+    resumed = run_in_process(tiny_data.extract_args(out, *SEGMENT, "--resume"), capsys)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_bank(reference, out / "lfb_train.h5")
 
