@@ -132,9 +132,9 @@ def test_kill_then_resume_gives_the_uninterrupted_files(clips, reference, tmp_pa
     assert killed.returncode == -9
     part = tmp_path / "results.jsonl.rank00000.part"
     assert not out.exists() and part.read_text().count("\n") == 2 and not part.read_text().endswith("\n")
-    # an interrupted run's parts count as an existing --out (refused before any work: in this process)
-    assert run_in_process(args, capsys).returncode == 2
-    resumed = run_cli([*args, "--resume"])
+    # the killed run was a process; what follows runs the console script in this process (one thread)
+    assert run_in_process(args, capsys).returncode == 2  # an interrupted run's parts count as an existing --out
+    resumed = run_in_process([*args, "--resume"], capsys)
     assert resumed.returncode == 1, resumed.stderr
     assert "2 already recorded" in resumed.stderr
     assert out.read_bytes() == reference[0].read_bytes()
