@@ -1,7 +1,8 @@
 """Golden bank: what a tiny extraction stores, recorded before the bank-layout refactor (issue 8).
 
 Only what is exact on every CPU is held as bytes: boxes and scores (copied from the proposals), and
-the index (videos, offsets, timestamps), none of which passes through a float kernel. A refactor that
+the index (videos, offsets, timestamps; recorded as values in issue 16), none of which passes through
+a float kernel. A refactor that
 changes one of them (order, dtype, rounding) fails here. Features come from CPU kernels, and oneDNN
 picks other ones on AVX2, AVX-512 or AMX, with other last bits; so they are compared with the
 functional reference of tests/reference.py computed in this run, to within fp16 rounding.
