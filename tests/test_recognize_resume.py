@@ -20,8 +20,10 @@ from lfbtool.recognize import RecognizeOptions, recognize, resolve_settings
 from lfbtool.testing.synthetic import synthetic_frames, write_frame_dir, write_video
 
 try:
+    from tests.conftest import run_in_process
     from tests.extract_runs import child_env, free_port
 except ImportError:  # pytest run with tests/ on sys.path
+    from conftest import run_in_process
     from extract_runs import child_env, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +124,7 @@ main()
 """
 
 
-def test_kill_then_resume_gives_the_uninterrupted_files(clips, reference, tmp_path):
+def test_kill_then_resume_gives_the_uninterrupted_files(clips, reference, tmp_path, capsys):
     out, features = tmp_path / "results.jsonl", tmp_path / "features.h5"
     args = cli_args(clips, "--out", str(out), "--features", str(features), "--average-clips", "none")
     killed = subprocess.run([sys.executable, "-c", KILL_AT_THIRD_RECORD, *args], capture_output=True, text=True,
@@ -130,13 +132,14 @@ def test_kill_then_resume_gives_the_uninterrupted_files(clips, reference, tmp_pa
     assert killed.returncode == -9
     part = tmp_path / "results.jsonl.rank00000.part"
     assert not out.exists() and part.read_text().count("\n") == 2 and not part.read_text().endswith("\n")
-    assert run_cli(args).returncode == 2  # an interrupted run's parts count as an existing --out
-    resumed = run_cli([*args, "--resume"])
+    # the killed run was a process; what follows runs the console script in this process (one thread)
+    assert run_in_process(args, capsys).returncode == 2  # an interrupted run's parts count as an existing --out
+    resumed = run_in_process([*args, "--resume"], capsys)
     assert resumed.returncode == 1, resumed.stderr
     assert "2 already recorded" in resumed.stderr
     assert out.read_bytes() == reference[0].read_bytes()
     assert_same_embeddings(features, reference[1])
-    again = run_cli([*args, "--resume"])  # a finished run resumes to the same files
+    again = run_in_process([*args, "--resume"], capsys)  # a finished run resumes to the same files
     assert again.returncode == 1 and out.read_bytes() == reference[0].read_bytes()
     assert_same_embeddings(features, reference[1])
 
