@@ -40,8 +40,12 @@ doc-images: demo
 	cp $(DEMO_OUT)/lfb_train.png docs/images/show_lfb_train.png
 	cp $(OWN_OUT)/preview/vid_a.png docs/images/detect_preview_vid_a.png
 
+# Most tests wait on lfbtool processes (one thread each): two workers keep both cores of a small machine busy.
+# worksteal: a worker that runs dry takes tests from the other's queue (module fixtures stay mostly on one worker).
+TEST_WORKERS ?= 2
+
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 lint: install
 	$(VENV)/bin/ruff check lfbtool tests benchmarks examples

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -17,7 +18,7 @@ from torchvision.ops import roi_align
 
 from lfbtool.data.preprocess import resize_clip
 from lfbtool.testing.checkpoints import make_random_detector_checkpoint
-from tests.conftest import SEGMENT, run_lfbtool
+from tests.conftest import SEGMENT, run_in_process, run_lfbtool
 from tests.extract_runs import CRASH_RUNNER, assert_same_bank, run, torchrun_command
 from tests.reference import NL_R50, slowfast_r50_reference, slowonly_reference
 from tests.test_extract_e2e import expected_keyframes, read_bank
@@ -39,6 +40,23 @@ WIDTH = {"slowfast_r50": 2304, "slowonly_r101": 2048, "slowonly_r50_nl": 2048}
 def checkpoints(tmp_path_factory) -> dict[str, object]:
     root = tmp_path_factory.mktemp("mm_ckpts")
     return {name: make_random_detector_checkpoint(root / f"{name}.pth", backbone=name, seed=5) for name in BACKBONES}
+
+
+@pytest.fixture(scope="module")
+def one_process_bank(tiny_data, checkpoints, tmp_path_factory):
+    """``bank(name)``: the fp32 bank of one process, batch 1, segments of 2, made on first use (SlowFast's
+    is both checked against the reference and the one its torchrun and resumed runs must equal)."""
+    made: dict[str, Path] = {}
+
+    def bank(name: str) -> Path:
+        if name not in made:
+            out = tmp_path_factory.mktemp(name)
+            done = run_lfbtool(_args(tiny_data, out, name, checkpoints[name], "--no-half", *SEGMENT))
+            assert done.returncode == 0, done.stderr
+            made[name] = out / "lfb_train.h5"
+        return made[name]
+
+    return bank
 
 
 def _args(tiny_data, out, name: str, checkpoint, *extra: str) -> list[str]:
@@ -85,11 +103,10 @@ def reference_rows(example, forward, clip_len: int, interval: int, video_id: str
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
-def test_bank_has_spec_width_verifies_and_equals_reference(tiny_data, checkpoints, tmp_path, name: str) -> None:
+def test_bank_has_spec_width_verifies_and_equals_reference(tiny_data, checkpoints, one_process_bank,
+                                                           name: str) -> None:
     torch.set_num_threads(1)
-    done = run_lfbtool(_args(tiny_data, tmp_path, name, checkpoints[name], "--no-half", "--batch-size", "1"))
-    assert done.returncode == 0, done.stderr
-    bank_path = tmp_path / "lfb_train.h5"
+    bank_path = one_process_bank(name)
     verified = run_lfbtool(["verify", str(bank_path)])
     assert verified.returncode == 0, verified.stderr
     bank = read_bank(bank_path)
@@ -103,24 +120,23 @@ def test_bank_has_spec_width_verifies_and_equals_reference(tiny_data, checkpoint
         assert torch.equal(torch.from_numpy(stored["features"]), reference), key
 
 
-def test_slowfast_torchrun_and_resume_give_the_one_process_bank(tiny_data, checkpoints, tmp_path) -> None:
+def test_slowfast_torchrun_and_resume_give_the_one_process_bank(tiny_data, checkpoints, one_process_bank,
+                                                                 tmp_path, capsys) -> None:
     name = "slowfast_r50"
-    single = tmp_path / "single"
-    done = run_lfbtool(_args(tiny_data, single, name, checkpoints[name], *SEGMENT))
-    assert done.returncode == 0, done.stderr
+    single = one_process_bank(name)
 
     two = tmp_path / "two"
-    launched = run(torchrun_command(["--standalone", "--nproc_per_node=2"],
-                                    _args(tiny_data, two, name, checkpoints[name], *SEGMENT, "--device", "cpu")))
+    launched = run(torchrun_command(["--standalone", "--nproc_per_node=2"], _args(
+        tiny_data, two, name, checkpoints[name], "--no-half", *SEGMENT, "--device", "cpu")))
     assert launched.returncode == 0, launched.stderr
-    assert_same_bank(single / "lfb_train.h5", two / "lfb_train.h5")
+    assert_same_bank(single, two / "lfb_train.h5")
 
     resumed_out = tmp_path / "resumed"
-    args = _args(tiny_data, resumed_out, name, checkpoints[name], *SEGMENT)
+    args = _args(tiny_data, resumed_out, name, checkpoints[name], "--no-half", *SEGMENT)
     killed = run([sys.executable, str(CRASH_RUNNER), *args], LFB_CRASH_AT="forward", LFB_CRASH_N="4")
     assert killed.returncode == -signal.SIGKILL and not (resumed_out / "lfb_train.h5").exists()
-    resumed = run_lfbtool(args + ["--resume"])
+    resumed = run_in_process(args + ["--resume"], capsys)  # one thread, as the killed process had
     assert resumed.returncode == 0, resumed.stderr
-    assert_same_bank(single / "lfb_train.h5", resumed_out / "lfb_train.h5")
+    assert_same_bank(single, resumed_out / "lfb_train.h5")
     with h5py.File(resumed_out / "lfb_train.h5") as handle:
         assert int(handle.attrs["feature_dim"]) == 2304

@@ -115,16 +115,14 @@ def test_fp32_features_equal_reference_exactly(tiny_data, checkpoint_state, fp32
         assert torch.equal(torch.from_numpy(stored["features"]), reference), f"{video_id},{timestamp}"
 
 
-def test_half_features_are_fp16_rounding_of_reference(tiny_data, checkpoint_state, tmp_path):
-    torch.set_num_threads(1)
-    done = run_lfbtool(tiny_data.extract_args(tmp_path, "--batch-size", "1"))
-    assert done.returncode == 0, done.stderr
-    bank = read_bank(tmp_path / "lfb_train.h5")
+def test_half_features_are_fp16_rounding_of_reference(tiny_data, checkpoint_state, half_bank):
+    torch.set_num_threads(1)  # the bank was made with one thread: the same kernels in this process
+    bank = read_bank(half_bank.bank)
     for (video_id, timestamp), stored in bank.items():
         assert stored["features"].dtype == np.float16
         reference = reference_features(tiny_data.example, checkpoint_state, video_id, timestamp, stored["boxes"])
         assert torch.equal(torch.from_numpy(stored["features"]), reference.half()), f"{video_id},{timestamp}"
-    assert "keyframes" in done.stdout and "skipped" in done.stdout and str(tmp_path / "lfb_train.h5") in done.stdout
+    assert "keyframes" in half_bank.stdout and "skipped" in half_bank.stdout and str(half_bank.bank) in half_bank.stdout
 
 
 def test_batched_forward_with_workers_matches_unbatched(tiny_data, fp32_bank, tmp_path):

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from lfbtool.cli import main
+from tests.conftest import run_in_process
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, list[str]]:
     """The console script in-process: exit code and the non-empty stderr lines."""
-    old = sys.argv
-    sys.argv = ["lfbtool", *args]
-    try:
-        with pytest.raises(SystemExit) as exited:
-            main()
-    finally:
-        sys.argv = old
-    err = capsys.readouterr().err
-    return int(exited.value.code or 0), [line for line in err.splitlines() if line.strip()]
+    done = run_in_process(args, capsys)
+    return done.returncode, [line for line in done.stderr.splitlines() if line.strip()]
 
 
 def no_bank_anywhere(root: Path) -> bool:

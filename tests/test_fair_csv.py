@@ -75,16 +75,16 @@ def test_fair_csv_other_errors(tmp_path):
         read_proposals(csv)
 
 
-def test_bad_score_through_the_cli_leaves_nothing(tmp_path):
-    from tests.conftest import run_lfbtool
+def test_bad_score_through_the_cli_leaves_nothing(tmp_path, capsys):
+    from tests.conftest import run_in_process  # refused before any work: no process of its own needed
 
     csv = tmp_path / "boxes.csv"
     csv.write_text("vid,0902,0.1,0.1,0.2,0.2,,0.9\nvid,0903,0.1,0.1,0.2,0.2,,x\n")
     (tmp_path / "frames" / "vid").mkdir(parents=True)
     out = tmp_path / "out.pkl"
-    done = run_lfbtool(["detect", "--out", str(out), "--keyframes", "proposals", "--proposals", str(csv),
-                        "--frames-root", str(tmp_path / "frames"), "--detector", "fasterrcnn_mobilenet_v3_large_320_fpn",
-                        "--detector-checkpoint", str(csv)])
+    done = run_in_process(["detect", "--out", str(out), "--keyframes", "proposals", "--proposals", str(csv),
+                           "--frames-root", str(tmp_path / "frames"), "--detector",
+                           "fasterrcnn_mobilenet_v3_large_320_fpn", "--detector-checkpoint", str(csv)], capsys)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "boxes.csv: row 2: score 'x' is not a number" in lines[0], done.stderr

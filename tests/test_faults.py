@@ -3,6 +3,8 @@ looks finished, and (where data was being written) a --resume that gives the uni
 
 Disk full is made twice where the machine allows: by a real tiny tmpfs (root only) and by an injected
 ENOSPC at the write call (tests/fault_runner.py). The table in docs/reliability.md lists these cases.
+Faults happen in processes of their own; the resumes after them, and refusals, run the console script
+in this process (tests.conftest.run_in_process, one thread as the reference's process had).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from lfbtool.bank.writer import BankWriter
 from lfbtool.errors import LfbError, RunError
 from lfbtool.extract._segments import BankSegments
 from lfbtool.runs.parts import RunParts, RunPlan
-from tests.conftest import SEGMENT
+from tests.conftest import SEGMENT, run_in_process
 from tests.extract_runs import assert_same_bank, child_env
 
 FAULT_RUNNER = Path(__file__).with_name("fault_runner.py")
@@ -66,7 +68,7 @@ def dead_pid() -> int:
 # --- one run per OUT ------------------------------------------------------------------------------
 
 
-def test_train_and_val_at_once_and_resume_during_a_live_run(tiny_data, reference, tmp_path) -> None:
+def test_train_and_val_at_once_and_resume_during_a_live_run(tiny_data, reference, tmp_path, capsys) -> None:
     out, pause = tmp_path / "out", tmp_path / "pause"
     pause.mkdir()
     # the train run is held inside its 4th forward: segment 0 is finished, segment 1 is a live temporary
@@ -83,11 +85,12 @@ def test_train_and_val_at_once_and_resume_during_a_live_run(tiny_data, reference
         live = [p for p in (out / "shards").iterdir() if ".tmp-" in p.name]
         assert [p.name.split(".tmp-")[0] for p in live] == ["train-a001-r00000-s000001.h5"]
         val_args = [a if a != "train" else "val" for a in tiny_data.extract_args(out, *SEGMENT)]
-        val = lfbtool(val_args)
+        # the refusals come before any work: in this process (another pid, as another process would be)
+        val = run_in_process(val_args, capsys)
         one_error_line(val, 2, str(out), "in use by lfbtool extract --mode train", f"pid {train.pid}")
-        resumed = lfbtool(tiny_data.extract_args(out, *SEGMENT, "--resume"))
+        resumed = run_in_process(tiny_data.extract_args(out, *SEGMENT, "--resume"), capsys)
         one_error_line(resumed, 2, "in use by", f"pid {train.pid}")
-        merged = lfbtool(["merge", str(out)])
+        merged = lfbtool(["merge", str(out)])  # and one as a process of its own
         one_error_line(merged, 2, "in use by", f"pid {train.pid}")
         assert all(p.exists() for p in live)  # nobody touched the live run's temporary
         (pause / "go").touch()
@@ -283,22 +286,21 @@ def resize(mount: Path, size: str) -> None:
     subprocess.run(["mount", "-o", f"remount,size={size}", str(mount)], check=True)
 
 
-def test_disk_full_at_a_segment_write_tmpfs(tiny_data, reference, tiny_disk) -> None:
+def test_disk_full_at_a_segment_write_tmpfs(tiny_data, reference, tiny_disk, capsys) -> None:
     out = tiny_disk / "out"
     done = lfbtool(tiny_data.extract_args(out, *SEGMENT))
     one_error_line(done, 1, "no space left on device", "-a001-r00000-s000000.h5")
     nothing_finished(out)
     resize(tiny_disk, "64m")
-    resumed = lfbtool(tiny_data.extract_args(out, *SEGMENT, "--resume"))
+    resumed = run_in_process(tiny_data.extract_args(out, *SEGMENT, "--resume"), capsys)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_bank(reference, out / "lfb_train.h5")
 
 
-def test_disk_full_at_the_merge_tmpfs(tiny_data, reference, tiny_disk) -> None:
+def test_disk_full_at_the_merge_tmpfs(reference, no_merge_run, tiny_disk) -> None:
     out = tiny_disk / "out"
     resize(tiny_disk, "64m")
-    done = lfbtool(tiny_data.extract_args(out, *SEGMENT, "--no-merge"))
-    assert done.returncode == 0, done.stderr
+    shutil.copytree(no_merge_run.out, out)  # what `extract --no-merge` (segments of 2) leaves
     used = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     resize(tiny_disk, f"{used // 1024 + 300}k")  # room for the records, not for a merged bank
     failed = lfbtool(["merge", str(out)])
@@ -315,12 +317,12 @@ def test_disk_full_at_the_merge_tmpfs(tiny_data, reference, tiny_disk) -> None:
     ("manifest", "train-a001-r00000.json"),
     ("merge-write", "lfb_train.h5"),
 ])
-def test_injected_disk_full_then_resume(fault, where, tiny_data, reference, tmp_path) -> None:
+def test_injected_disk_full_then_resume(fault, where, tiny_data, reference, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     done = lfbtool(tiny_data.extract_args(out, *SEGMENT), fault=fault, n=2 if fault == "segment-write" else 1)
     one_error_line(done, 1, "no space left on device", where)
     nothing_finished(out)
-    resumed = lfbtool(tiny_data.extract_args(out, *SEGMENT, "--resume"))
+    resumed = run_in_process(tiny_data.extract_args(out, *SEGMENT, "--resume"), capsys)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_bank(reference, out / "lfb_train.h5")
 
@@ -342,13 +344,13 @@ def test_export_to_a_full_disk(tiny_disk, tmp_path) -> None:
 # --- non-finite features --------------------------------------------------------------------------
 
 
-def test_nan_features_stop_the_run_naming_the_keyframe(tiny_data, reference, tmp_path) -> None:
+def test_nan_features_stop_the_run_naming_the_keyframe(tiny_data, reference, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     done = lfbtool(tiny_data.extract_args(out, *SEGMENT), fault="nan", n=3)
     third = sorted(reference_keys(reference))[2]
     one_error_line(done, 1, f"keyframe {third[0]},{third[1]:04d}", "NaN or Inf")
     nothing_finished(out)
-    resumed = lfbtool(tiny_data.extract_args(out, *SEGMENT, "--resume"))
+    resumed = run_in_process(tiny_data.extract_args(out, *SEGMENT, "--resume"), capsys)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_bank(reference, out / "lfb_train.h5")
 

@@ -12,7 +12,7 @@ import pytest
 from lfbtool.data.ava import read_annotations, read_excluded, read_proposals
 from lfbtool.data.frames import open_source
 from lfbtool.errors import LfbError
-from tests.conftest import run_lfbtool
+from tests.conftest import run_in_process
 from tests.test_extract_errors import args_for, assert_one_line_error, copy_of, no_bank_anywhere, run_cli  # noqa: F401
 
 
@@ -69,7 +69,7 @@ def test_a_keyframe_outside_its_video_is_skipped_and_reported(tiny_data, copy_of
     proposals[f"{video},{far:04d}"] = np.array([[0.1, 0.1, 0.5, 0.5, 0.95]])
     (copy_of / "proposals.pkl").write_bytes(pickle.dumps(proposals))
     out = tmp_path / "out"
-    done = run_lfbtool(args_for(tiny_data, copy_of, out))
+    done = run_in_process(args_for(tiny_data, copy_of, out), capsys)
     assert done.returncode == 0, done.stderr
     assert f"{video},{far:04d}: centre frame outside the video ({example.num_frames} frames)" in done.stdout
     from tests.extract_runs import bank_keys

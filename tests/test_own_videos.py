@@ -13,16 +13,14 @@ from pathlib import Path
 import pytest
 
 from lfbtool.data.ava import read_proposals
-from tests.conftest import run_lfbtool
+from tests.conftest import run_in_process, run_lfbtool
 from tests.extract_runs import CRASH_RUNNER, assert_same_bank, bank_keys, child_env
 from tests.test_detect import DETECTOR, OwnVideos, own  # noqa: F401  (own: the module's videos fixture)
 
 
 @pytest.fixture(scope="module")
-def backbone_checkpoint(tmp_path_factory) -> Path:
-    from lfbtool.testing.checkpoints import make_random_detector_checkpoint
-
-    return make_random_detector_checkpoint(tmp_path_factory.mktemp("backbone") / "slowonly.pth", seed=5)
+def backbone_checkpoint(tiny_data) -> Path:
+    return tiny_data.checkpoint  # any random SlowOnly-R50 detector checkpoint: the session's
 
 
 def extract_args(own: OwnVideos, checkpoint: Path, out: Path, *extra: str) -> list[str]:  # noqa: F811
@@ -63,13 +61,13 @@ def test_bare_videos_become_a_verified_bank(own, one_command_bank, tmp_path):  #
 
 @pytest.mark.parametrize(("point", "count"), [("detect", "3"), ("forward", "3")])
 def test_killed_then_resumed_equals_the_uninterrupted_bank(own, backbone_checkpoint, one_command_bank,  # noqa: F811
-                                                           tmp_path, point, count):
+                                                           tmp_path, capsys, point, count):
     out = tmp_path / "out"
     args = extract_args(own, backbone_checkpoint, out)
     crashed = subprocess.run([sys.executable, str(CRASH_RUNNER), *args], capture_output=True, text=True,
                              timeout=300, env=child_env(LFB_CRASH_AT=point, LFB_CRASH_N=count))
     assert crashed.returncode == -9, crashed.stderr
     assert not (out / "lfb_train.h5").exists()
-    resumed = run_lfbtool([*args, "--resume"])
+    resumed = run_in_process([*args, "--resume"], capsys)  # the killed run was a process; its resume needs none
     assert resumed.returncode == 0, resumed.stderr
     assert_same_bank(one_command_bank / "lfb_train.h5", out / "lfb_train.h5")

@@ -128,19 +128,21 @@ def test_recognizer_bf16_matches_fp32_top1_and_refuses_fp16_on_cpu(tmp_path):
     assert result.exit_code != 0 and "--precision fp16 needs a CUDA device" in str(result.exception)
 
 
-def test_resume_with_another_precision_is_refused(tiny_data, tmp_path):
+def test_resume_with_another_precision_is_refused(tiny_data, no_merge_run, tmp_path, capsys):
     """Features differ between precisions: a run's shards never continue under another one."""
-    from tests.conftest import run_lfbtool
+    import shutil
+
+    from tests.conftest import SEGMENT, run_in_process
 
     out = tmp_path / "out"
-    first = run_lfbtool(tiny_data.extract_args(out, "--no-merge", "--device", "cpu"))
-    assert first.returncode == 0, first.stderr
-    again = run_lfbtool(tiny_data.extract_args(out, "--resume", "--precision", "bf16", "--device", "cpu"))
+    shutil.copytree(no_merge_run.out, out)  # the shards of an fp32 run (default precision)
+    again = run_in_process(tiny_data.extract_args(out, *SEGMENT, "--resume", "--precision", "bf16", "--device", "cpu"),
+                           capsys)
     errors = [line for line in again.stderr.strip().splitlines() if not line.startswith("warning: ")]
     assert again.returncode == 2 and len(errors) == 1, again.stderr  # (a CPU without bf16 also warns)
     assert "refusing to resume with other settings" in again.stderr and "precision" in again.stderr
     assert not (out / "lfb_train.h5").exists()
-    refused = run_lfbtool(tiny_data.extract_args(tmp_path / "o2", "--precision", "fp16", "--device", "cpu"))
+    refused = run_in_process(tiny_data.extract_args(tmp_path / "o2", "--precision", "fp16", "--device", "cpu"), capsys)
     assert refused.returncode == 2 and "--precision fp16 needs a CUDA device" in refused.stderr
 
 

@@ -20,8 +20,10 @@ from lfbtool.recognize.scoring import RecognizeOptions, recognize, resolve_setti
 from lfbtool.testing.synthetic import synthetic_frames, write_frame_dir, write_video
 
 try:
+    from tests.conftest import run_in_process
     from tests.extract_runs import child_env, free_port
 except ImportError:  # pytest run with tests/ on sys.path
+    from conftest import run_in_process
     from extract_runs import child_env, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +110,7 @@ def test_existing_out_is_refused_without_resume_or_overwrite(clips, reference, t
 
 KILL_AT_THIRD_RECORD = """
 import os, signal, sys
-from lfbtool.recognize import _records
+from lfbtool.recognize.scoring import _records
 finish = _records._RecordsBuilder.finish
 count = [0]
 def dying_finish(self):
@@ -123,7 +125,7 @@ main()
 """
 
 
-def test_kill_then_resume_gives_the_uninterrupted_files(clips, reference, tmp_path):
+def test_kill_then_resume_gives_the_uninterrupted_files(clips, reference, tmp_path, capsys):
     out, features = tmp_path / "results.jsonl", tmp_path / "features.h5"
     args = cli_args(clips, "--out", str(out), "--features", str(features), "--average-clips", "none")
     killed = subprocess.run([sys.executable, "-c", KILL_AT_THIRD_RECORD, *args], capture_output=True, text=True,
@@ -132,13 +134,14 @@ def test_kill_then_resume_gives_the_uninterrupted_files(clips, reference, tmp_pa
     parts = tmp_path / "results.jsonl.parts"
     assert not out.exists() and sorted(p.name for p in parts.glob("*.npz")) == [
         "recognize-a001-r00000-s000000.npz", "recognize-a001-r00000-s000001.npz"]
-    assert run_cli(args).returncode == 2  # an interrupted run's parts count as an existing --out
-    resumed = run_cli([*args, "--resume"])
+    # the killed run was a process; what follows runs the console script in this process (one thread)
+    assert run_in_process(args, capsys).returncode == 2  # an interrupted run's parts count as an existing --out
+    resumed = run_in_process([*args, "--resume"], capsys)
     assert resumed.returncode == 1, resumed.stderr
     assert "2 already recorded" in resumed.stderr
     assert out.read_bytes() == reference[0].read_bytes()
     assert_same_embeddings(features, reference[1])
-    again = run_cli([*args, "--resume"])  # a finished run resumes to the same files
+    again = run_in_process([*args, "--resume"], capsys)  # a finished run resumes to the same files
     assert again.returncode == 1 and out.read_bytes() == reference[0].read_bytes()
     assert_same_embeddings(features, reference[1])
 

@@ -1,6 +1,9 @@
 """Crash safety: SIGKILL during a forward, and between a segment's write and its rename; then --resume
 with another number of processes gives the uninterrupted bank, every keyframe extracted exactly once.
 A run killed and not yet reaped (a zombie still holding the lock) does not block the resume.
+
+The killed runs are processes of their own; a one-process resume runs the console script in this
+process (tests.conftest.run_in_process, one thread as the reference's process had).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from lfbtool._io.lock import LOCK_NAME
 from lfbtool.bank.verify import check_bank
-from tests.conftest import SEGMENT, run_lfbtool
+from tests.conftest import SEGMENT, run_in_process, run_lfbtool
 from tests.extract_runs import (
     CRASH_RUNNER,
     assert_same_bank,
@@ -45,7 +48,7 @@ def assert_extracted_exactly_once(out: Path, keys: list, resume_stdout: str, att
     assert not [p for p in (out / "shards").iterdir() if ".tmp-" in p.name]
 
 
-def test_kill_during_forward_then_resume_with_two_processes(tiny_data, reference, tmp_path) -> None:
+def test_kill_during_forward_then_resume_with_two_processes(tiny_data, reference, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     args = tiny_data.extract_args(out, *SEGMENT)
     killed = run([sys.executable, str(CRASH_RUNNER), *args], LFB_CRASH_AT="forward", LFB_CRASH_N="4")
@@ -55,11 +58,11 @@ def test_kill_during_forward_then_resume_with_two_processes(tiny_data, reference
     assert segments(out / "shards") == {"train-a001-r00000-s000000.h5": keys[:2]}
     assert not (out / "lfb_train.h5").exists()
 
-    again = run_lfbtool(args)
+    again = run_in_process(args, capsys)  # refusals: before any work, no process of their own needed
     assert again.returncode == 2
     assert "--resume" in again.stderr and "--overwrite" in again.stderr and str(out) in again.stderr
 
-    changed = run_lfbtool(args + ["--resume", "--clip-len", "2", "--score-threshold", "0.5"])
+    changed = run_in_process(args + ["--resume", "--clip-len", "2", "--score-threshold", "0.5"], capsys)
     assert changed.returncode == 2 and changed.stderr.count("\n") == 1
     assert "refusing to resume" in changed.stderr
     assert "clip_len 2 now, 4 in attempt 1" in changed.stderr and "score_threshold 0.5 now, 0.9 in attempt 1" in changed.stderr
@@ -72,11 +75,11 @@ def test_kill_during_forward_then_resume_with_two_processes(tiny_data, reference
     assert_extracted_exactly_once(out, keys, resumed.stdout)
     assert json.loads((out / "shards" / "train-a002.json").read_text())["world_size"] == 2
 
-    finished = run_lfbtool(args + ["--resume"])
+    finished = run_in_process(args + ["--resume"], capsys)
     assert finished.returncode == 0 and "already complete" in finished.stdout
 
 
-def test_kill_between_segment_write_and_rename_then_resume_with_one_process(tiny_data, reference, tmp_path) -> None:
+def test_kill_between_segment_write_and_rename_then_resume_with_one_process(tiny_data, reference, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     args = tiny_data.extract_args(out, *SEGMENT)
     killed = run(torchrun_command(["--standalone", "--nproc_per_node=2"], args, crash=True),
@@ -90,7 +93,7 @@ def test_kill_between_segment_write_and_rename_then_resume_with_one_process(tiny
     assert list(shards.glob("train-a001-r00000-s000001.h5.tmp-*"))
     assert not (out / "lfb_train.h5").exists()
 
-    resumed = run_lfbtool(args + ["--resume", "--keep-shards"])
+    resumed = run_in_process(args + ["--resume", "--keep-shards"], capsys)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_bank(reference, out / "lfb_train.h5")
     check_bank(out / "lfb_train.h5")
@@ -98,7 +101,7 @@ def test_kill_between_segment_write_and_rename_then_resume_with_one_process(tiny
     assert json.loads((shards / "train-a002.json").read_text())["world_size"] == 1
 
 
-def test_kill_twice_then_resume(tiny_data, reference, tmp_path) -> None:
+def test_kill_twice_then_resume(tiny_data, reference, tmp_path, capsys) -> None:
     """A resumed run killed again is resumed again (attempt 3 keeps the segments of attempts 1 and 2)."""
     out = tmp_path / "out"
     args = tiny_data.extract_args(out, *SEGMENT)
@@ -108,7 +111,7 @@ def test_kill_twice_then_resume(tiny_data, reference, tmp_path) -> None:
     assert second.returncode == -signal.SIGKILL
     keys = expected_keys(tiny_data.example)
     assert segments(out / "shards") == {"train-a001-r00000-s000000.h5": keys[:2], "train-a002-r00000-s000000.h5": keys[2:4]}
-    resumed = run_lfbtool(args + ["--resume", "--keep-shards"])
+    resumed = run_in_process(args + ["--resume", "--keep-shards"], capsys)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_bank(reference, out / "lfb_train.h5")
     found = segments(out / "shards")
@@ -117,14 +120,14 @@ def test_kill_twice_then_resume(tiny_data, reference, tmp_path) -> None:
     assert summary_counts(resumed.stdout) == (len(keys), len(keys) - 4, 4)
 
 
-def test_kill_before_the_bank_rename_then_resume(tiny_data, reference, tmp_path) -> None:
+def test_kill_before_the_bank_rename_then_resume(tiny_data, reference, tmp_path, capsys) -> None:
     """Killed while merging: the half-made bank is dropped; the resume only merges, extracting nothing."""
     out = tmp_path / "out"
     args = tiny_data.extract_args(out, *SEGMENT)
     killed = run([sys.executable, str(CRASH_RUNNER), *args], LFB_CRASH_AT="bank-rename", LFB_CRASH_N="1")
     assert killed.returncode == -signal.SIGKILL
     assert not (out / "lfb_train.h5").exists() and list(out.glob("lfb_train.h5.tmp-*"))
-    resumed = run_lfbtool(args + ["--resume"])
+    resumed = run_in_process(args + ["--resume"], capsys)
     assert resumed.returncode == 0, resumed.stderr
     keys = expected_keys(tiny_data.example)
     assert summary_counts(resumed.stdout) == (len(keys), 0, len(keys))
