@@ -60,7 +60,7 @@ def install(point: str, n: int) -> None:
 
         LFBFeatureModel.forward = forward
     elif point == "detect":
-        from lfbtool.detect.run import run as detect
+        from lfbtool.detect import run as detect
 
         original_detect = detect.detect_persons
 

@@ -110,7 +110,7 @@ def test_existing_out_is_refused_without_resume_or_overwrite(clips, reference, t
 
 KILL_AT_THIRD_RECORD = """
 import os, signal, sys
-from lfbtool.recognize.scoring import _records
+from lfbtool.recognize import _records
 finish = _records._RecordsBuilder.finish
 count = [0]
 def dying_finish(self):

@@ -23,7 +23,7 @@ from typing import Any
 from lfbtool._io.atomic import os_error_text
 from lfbtool.errors import LfbError
 
-LOCK_NAME = ".lfbtool._io.lock"
+LOCK_NAME = ".lfbtool.lock"
 
 
 def _stat_fields(pid: int) -> list[bytes] | None:
@@ -98,7 +98,7 @@ def _describe(holder: dict[str, Any]) -> str:
 
 
 class RunLock:
-    """``OUT/.lfbtool._io.lock`` (or ``name`` in ``directory``), held for the duration of a ``with`` block
+    """``OUT/.lfbtool.lock`` (or ``name`` in ``directory``), held for the duration of a ``with`` block
     (or until :meth:`release`)."""
 
     def __init__(self, directory: Path, command: str, *, name: str = LOCK_NAME) -> None:

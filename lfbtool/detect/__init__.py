@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from lfbtool.detect.run import DetectConfig, DetectResult, run_detect
 
 __all__ = ["DetectConfig", "DetectResult", "Detections", "run_detect"]
-__getattr__ = _lazy_names("lfbtool.detect.run", {
+__getattr__ = _lazy_names("lfbtool.detect", {
     "outputs": ("Detections",),
     "run": ("DetectConfig", "DetectResult", "run_detect"),
 })

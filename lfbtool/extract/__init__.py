@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from lfbtool.extract.run import ExtractResult, run_extract
 
 __all__ = ["ExtractConfig", "ExtractResult", "build_config", "run_extract"]
-__getattr__ = _lazy_names("lfbtool.extract.run", {
+__getattr__ = _lazy_names("lfbtool.extract", {
     "config": ("ExtractConfig", "build_config"),
     "run": ("ExtractResult", "run_extract"),
 })

@@ -30,7 +30,7 @@ __all__ = [
     "compute_gradcam", "expand_inputs", "gradcam", "load_labels", "read_embeddings", "recognize", "resolve_settings",
     "run_recognize", "run_settings", "top_k",
 ]
-__getattr__ = _lazy_names("lfbtool.recognize.scoring", {
+__getattr__ = _lazy_names("lfbtool.recognize", {
     "embeddings": ("Embeddings", "read_embeddings"),
     "gradcam": ("compute_gradcam", "gradcam"),
     "inputs": ("expand_inputs",),
