@@ -1,6 +1,6 @@
 """`lfbtool extract` end to end, checked against a reference computed here from plain torch ops.
 
-The reference re-derives everything the bank should hold from the DESIGN.md formulas: which
+The reference re-derives everything the bank should hold from the docs/design.md formulas: which
 keyframes and boxes (MMAction2's AVADataset test mode), which frame files (SampleAVAFrames), the
 SlowOnly-R50 forward (tests/reference.py, functional), temporal mean, torchvision roi_align (8x8,
 1/16, aligned), spatial max, fp16. Only the resize reuses lfbtool's resize_clip (cv2-exact, unit

@@ -19,8 +19,8 @@ from lfbtool.bank.merge import merge_banks
 from lfbtool.bank.verify import check_bank
 from lfbtool.bank.writer import BankWriter
 from lfbtool.errors import LfbError
-from lfbtool.extract._segments import merge_shards
 from lfbtool.extract import _segments as shards
+from lfbtool.extract._segments import merge_shards
 from lfbtool.runs.parts import RunPlan
 from lfbtool.runs.records import AttemptRecord
 from tests.extract_runs import bank_keys, read_bank

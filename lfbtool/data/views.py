@@ -54,7 +54,7 @@ class ClipPlan:
 
 
 def plan_clips(total: int, *, clip_len: int, interval: int, num_clips: int, start_index: int = 1) -> ClipPlan:
-    """Test-clip frame numbers (DESIGN.md "Recognizer test clips") plus the looping flag.
+    """Test-clip frame numbers (docs/design.md "Recognizer test clips") plus the looping flag.
 
     A 3D clip loops exactly when ``total < span``: otherwise the last clip ends at ``total - 1``.
     2D sampling (``clip_len == 1``) never wraps (it may repeat frames when total < num_clips).
