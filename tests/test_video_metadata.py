@@ -122,7 +122,7 @@ def test_display_transform_by_hand():
     assert display_transform(None, "-90") == ("cclock",)
     assert display_transform(None, "180") == ("hflip", "vflip")
     assert display_transform(None, "0") == ()
-    with pytest.raises(LfbError, match=r"^v\.mp4: the video is shown rotated by 45 degrees, not a multiple of 90"):
+    with pytest.raises(LfbError, match=r"^v\.mp4: the video is shown rotated by 45 degrees clockwise, not a multiple of 90"):
         display_transform(None, "45", where="v.mp4")
     with pytest.raises(LfbError, match="rotate tag 'up' is not a number"):
         display_transform(None, "up", where="v.mp4")
@@ -196,5 +196,5 @@ def test_odd_rotation_is_refused_in_one_line(tmp_path):
             container.mux(packet)
     with pytest.raises(LfbError) as error:
         VideoFile(path).read([1])
-    assert str(error.value) == (f"{path}: the video is shown rotated by 330 degrees, not a multiple of 90; "
+    assert str(error.value) == (f"{path}: the video is shown rotated by 330 degrees clockwise, not a multiple of 90; "
                                 "re-encode it upright (ffmpeg -i IN OUT applies the rotation)")

@@ -63,7 +63,7 @@ def display_transform(matrix: Sequence[int] | None, rotate_tag: str | None = Non
         return tuple(step for step, flip in (("hflip", matrix[0] < 0), ("vflip", matrix[4] < 0)) if flip)
     elif abs(theta) < 1 or abs(theta - 360) < 1:
         return ("vflip",) if matrix[4] < 0 else UPRIGHT
-    raise LfbError(f"{where}: the video is shown rotated by {theta:g} degrees, not a multiple of 90; "
+    raise LfbError(f"{where}: the video is shown rotated by {theta:g} degrees clockwise, not a multiple of 90; "
                    "re-encode it upright (ffmpeg -i IN OUT applies the rotation)")
 
 
