@@ -125,6 +125,14 @@ def test_verify_inspect_export_npz_start_without_torch(banks, tmp_path) -> None:
         assert npz["timestamps"].tolist() == [902, 903] and npz["features"].shape == (4, C)
 
 
+def test_diff_starts_without_torch(banks) -> None:
+    done, loaded = lfbtool_light("diff", banks["a"], banks["a"])
+    assert done.returncode == 0 and "identical" in done.stdout and loaded == [], done.stderr
+    done, loaded = lfbtool_light("diff", banks["a"], banks["b"], "--json")
+    assert done.returncode == 1 and loaded == [], done.stderr
+    assert json.loads(done.stdout)["only_in_b"] == ["v3,0905"]
+
+
 def test_merge_of_banks_starts_without_torch(banks, tmp_path) -> None:
     merged = tmp_path / "merged.h5"
     done, loaded = lfbtool_light("merge", banks["a"], banks["b"], "-o", merged)

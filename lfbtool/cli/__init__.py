@@ -16,6 +16,7 @@ import typer
 from lfbtool.cli.backbones_cmd import backbones_command
 from lfbtool.cli.bank_cmds import export_command, import_command, inspect_command
 from lfbtool.cli.detect_cmd import detect_command
+from lfbtool.cli.diff_cmd import diff_command
 from lfbtool.cli.extract_cmd import extract_command, merge_command
 from lfbtool.cli.recognize_cmd import recognize_command
 from lfbtool.cli.show_cmd import show_command
@@ -54,6 +55,7 @@ app.command("verify")(verify_command)
 app.command("inspect")(inspect_command)
 app.command("export")(export_command)
 app.command("import")(import_command)
+app.command("diff")(diff_command)
 app.command("recognize")(recognize_command)
 app.command("detect")(detect_command)
 app.command("backbones")(backbones_command)

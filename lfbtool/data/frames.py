@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torchvision.io import ImageReadMode, decode_image
 
+from lfbtool.data.orientation import UPRIGHT, Transform, apply_transform, frame_transform
 from lfbtool.errors import LfbError
 from lfbtool.keys import video_id_problem
 
@@ -130,7 +131,8 @@ class VideoFile:
     """A video file decoded with PyAV; number ``n`` is decoded frame ``n - start_index`` (0-based).
 
     ``read`` seeks to the keyframe before the first wanted frame and decodes forward only to the
-    last one; decoded frames are placed by their pts (constant frame rate assumed). Reads in
+    last one; decoded frames are placed by their pts (constant frame rate assumed) and turned
+    upright as players show them (display matrix, :mod:`lfbtool.data.orientation`). Reads in
     keyframe order decode each frame once: the frames of the last read's span (at most
     ``MAX_WINDOW``, kept as decoded, not converted to RGB) are reused by the next read, which then
     continues the same decode instead of seeking back to a key frame. The container stays open
@@ -150,6 +152,7 @@ class VideoFile:
         self._container: Any = None
         self._stream: Any = None
         self._first_pts: int | None = None
+        self.orientation: Transform = UPRIGHT  # display steps (docs/inputs.md), read when opened
         self._frames: Iterator[tuple[int, Any]] | None = None  # live decode position, for reuse
         self._next_index = 0
         self.release_frames()
@@ -219,6 +222,11 @@ class VideoFile:
             self.close()
             raise LfbError(f"{self.path}: no decodable frame with a timestamp")
         self._first_pts = first.pts
+        try:
+            self.orientation = frame_transform(first, stream.metadata, where=str(self.path))
+        except LfbError:
+            self.close()
+            raise
         return stream
 
     @property
@@ -297,7 +305,8 @@ class VideoFile:
                 raise LfbError(f"{self.path}: frame number {index + self.start_index} could not be decoded "
                                f"(video claims {self.count_frames()} frames; truncated or corrupt file?)")
             if index not in rgb:
-                rgb[index] = torch.from_numpy(window[index].to_ndarray(format="rgb24", threads=1))
+                picture = torch.from_numpy(window[index].to_ndarray(format="rgb24", threads=1))
+                rgb[index] = apply_transform(picture, self.orientation)  # shown as players show it
             found[index] = rgb[index]
         self._window = {i: f for i, f in window.items() if i >= keep_from}
         self._rgb = {i: t for i, t in rgb.items() if i >= keep_from}

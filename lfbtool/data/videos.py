@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,8 +18,11 @@ from lfbtool.data.frames import FrameDirectory
 from lfbtool.data.sampling import Fps, keyframe_clip_indices
 from lfbtool.errors import LfbError
 
-#: Frames whose pts deltas are compared when checking for a variable frame rate.
-VFR_PROBE_FRAMES = 48
+#: Frames (in display order) whose timestamps are checked for a variable frame rate.
+VFR_PROBE_FRAMES = 300
+#: Packets read beyond those: decode order runs ahead of display order by the codec's reorder
+#: delay (at most 16 frames in H.264/HEVC), so the first VFR_PROBE_FRAMES frames are all read.
+_REORDER_MARGIN = 32
 _ID = re.compile(r"^[^,\s]+$")
 
 
@@ -101,12 +105,45 @@ def whole_clip_seconds(
         t += stride
 
 
-def variable_rate_warning(path: str | os.PathLike[str], probe_frames: int = VFR_PROBE_FRAMES) -> str | None:
-    """One line when ``path`` looks variable-frame-rate, else None.
+def timestamp_problems(pts: Sequence[int], time_base: Fraction, rate: Fraction, *,
+                       other_rate: Fraction | None = None, total_frames: int = 0) -> list[str]:
+    """Why frames placed at a constant ``rate`` would sit elsewhere than their own timestamps.
 
-    Signs: the container's average rate differs from the rate its timestamps guess, or the pts
-    steps of the first ``probe_frames`` frames are not all equal. Frames are then placed by the
-    average rate, so seconds may drift from the file's own timestamps.
+    ``pts`` are the first frames' presentation timestamps in ``time_base`` units, any order (they
+    are judged in display order). Reported: uneven spacing, a frame straying from the even spacing
+    of the first to the last frame by more than a tenth of a frame (and 2 ticks, so rounding to the
+    time base never counts; phone-camera jitter stays within it); a frame whose pts puts it half a
+    frame or more away from its place at ``rate`` (a gap, a repeat, another rate); ``other_rate``
+    (the stream's own guess) differing from ``rate`` by half a frame or more over ``total_frames``.
+    """
+    reasons = []
+    if other_rate and rate != other_rate and total_frames * abs(rate - other_rate) / other_rate >= Fraction(1, 2):
+        reasons.append(f"average rate {rate} != stream rate {other_rate}")
+    ordered = sorted(pts)
+    if len(ordered) < 3:
+        return reasons
+    steps = [b - a for a, b in zip(ordered, ordered[1:], strict=False)]
+    spacing = Fraction(ordered[-1] - ordered[0], len(ordered) - 1)
+    stray = max(abs(value - ordered[0] - k * spacing) for k, value in enumerate(ordered))
+    ms = 1000 * time_base
+    if stray > max(2, spacing / 10):
+        reasons.append(f"timestamp steps of the first {len(ordered)} frames vary "
+                       f"({float(min(steps) * ms):.4g}..{float(max(steps) * ms):.4g} ms)")
+    frame = 1 / (rate * time_base)  # one frame at ``rate``, in ticks
+    for k, value in enumerate(ordered):
+        if abs((value - ordered[0]) - k * frame) >= frame / 2:
+            reasons.append(f"frame {k} is at {float((value - ordered[0]) * time_base):.4g} s, "
+                           f"{rate} fps puts it at {float(k / rate):.4g} s")
+            break
+    return reasons
+
+
+def variable_rate_warning(path: str | os.PathLike[str], probe_frames: int = VFR_PROBE_FRAMES) -> str | None:
+    """One line when ``path`` looks variable-frame-rate, else None (see :func:`timestamp_problems`).
+
+    Reads packets only (no decoding) and judges the first ``probe_frames`` frames in display
+    order: packets come in decode order, where B-frames are reordered, so ``_REORDER_MARGIN``
+    more packets are read and their pts sorted before the first ``probe_frames`` are taken.
     """
     import av
 
@@ -116,22 +153,25 @@ def variable_rate_warning(path: str | os.PathLike[str], probe_frames: int = VFR_
                 return None
             stream = container.streams.video[0]
             average, guessed = stream.average_rate, stream.guessed_rate
-            pts = []
+            time_base, total = stream.time_base, int(stream.frames or 0)
+            wanted = probe_frames + _REORDER_MARGIN + int(stream.codec_context.has_b_frames or 0)
+            pts: list[int] = []
             for packet in container.demux(stream):
                 if packet.pts is not None and packet.size > 0:
                     pts.append(packet.pts)
-                if len(pts) >= probe_frames:
-                    break
+                    if len(pts) >= wanted:
+                        break
     except (av.FFmpegError, OSError):
         return None  # unreadable files fail later with the reader's own error
-    steps = {b - a for a, b in zip(sorted(pts), sorted(pts)[1:], strict=False)}
-    reasons = []
-    if average and guessed and Fraction(average) != Fraction(guessed):
-        reasons.append(f"average rate {Fraction(average)} != stream rate {Fraction(guessed)}")
-    if len(steps) > 1:
-        reasons.append(f"timestamp steps of the first {len(pts)} frames vary ({min(steps)}..{max(steps)})")
+    rate = Fraction(average or guessed) if (average or guessed) else None
+    if rate is None or not time_base:
+        return None  # the reader refuses a stream without a rate
+    shown = sorted(pts)[:probe_frames]
+    reasons = timestamp_problems(shown, Fraction(time_base), rate,
+                                 other_rate=Fraction(guessed) if guessed else None,
+                                 total_frames=max(total, len(pts)))
     if not reasons:
         return None
-    rate = Fraction(average or guessed) if (average or guessed) else None
     return (f"{path}: looks variable-frame-rate ({'; '.join(reasons)}); frames are placed at a constant "
-            f"{rate} fps, so seconds may drift: re-encode at a constant rate (ffmpeg -vsync cfr -r RATE)")
+            f"{rate} fps, so seconds may drift: re-encode at a constant rate "
+            "(ffmpeg -i IN -fps_mode cfr -r RATE OUT)")
