@@ -136,6 +136,9 @@ def test_npz_export_force_replaces_the_whole_directory(tmp_path, monkeypatch, ca
     foreign = run_main(monkeypatch, capsys, "export", str(first), "--format", "npz-dir", "-o", str(out), "--force")
     one_error_line(foreign, 2, "'notes.txt', which no export writes")
     assert sorted(p.name for p in out.iterdir()) == ["bank.json", "d.npz", "notes.txt"]
+    monkeypatch.chdir(out)  # renamed over, the shell would sit in a deleted directory
+    here = run_main(monkeypatch, capsys, "export", str(first), "--format", "npz-dir", "-o", ".", "--force")
+    one_error_line(here, 2, ".: is the current directory or holds it")
 
 
 @pytest.mark.parametrize("earlier", [False, True])

@@ -102,6 +102,8 @@ def export_npz_dir(bank_path: str | Path, out_dir: str | Path, *, overwrite: boo
     only ever holds one whole export; ``overwrite`` replaces an earlier export as a whole.
     """
     out_dir = Path(out_dir)
+    if out_dir.resolve() in (Path.cwd(), *Path.cwd().parents):  # "-o .": renamed over, the shell would sit in a ghost
+        raise LfbError(f"{out_dir}: is the current directory or holds it; export into a new directory (e.g. -o npz)")
     if os.path.lexists(out_dir) and not out_dir.is_dir():
         raise LfbError(f"{out_dir}: exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()):
