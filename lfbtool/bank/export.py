@@ -102,7 +102,7 @@ def export_npz_dir(bank_path: str | Path, out_dir: str | Path, *, overwrite: boo
     only ever holds one whole export; ``overwrite`` replaces an earlier export as a whole.
     """
     out_dir = Path(out_dir)
-    if out_dir.resolve() in (Path.cwd(), *Path.cwd().parents):  # "-o .": renamed over, the shell would sit in a ghost
+    if _holds_cwd(out_dir):  # "-o .": renamed over, the shell would sit in a deleted directory
         raise LfbError(f"{out_dir}: is the current directory or holds it; export into a new directory (e.g. -o npz)")
     if os.path.lexists(out_dir) and not out_dir.is_dir():
         raise LfbError(f"{out_dir}: exists and is not a directory")
@@ -147,6 +147,14 @@ def _write_synced(path: Path, write: Callable[[IO[bytes]], object]) -> None:
         write(handle)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _holds_cwd(path: Path) -> bool:
+    try:
+        here = Path.cwd()
+    except OSError:  # the working directory was deleted: it is nobody's output
+        return False
+    return path.resolve() in (here, *here.parents)
 
 
 def _refuse_foreign_files(out_dir: Path) -> None:
