@@ -73,15 +73,15 @@ def install(point: str, n: int) -> None:
     elif point in ("rename", "bank-rename"):
         from lfbtool.bank import writer
 
-        original_replace = writer.os.replace
+        original_publish = writer.publish  # the one step that names a finished file (a rename or, without --force, a link)
         pattern = SEGMENT if point == "rename" else BANK
 
-        def replace(src, dst, *args, **kwargs):
-            if pattern.match(Path(dst).name):
+        def publish(tmp, path, *args, **kwargs):
+            if pattern.match(Path(path).name):
                 arrive()
-            return original_replace(src, dst, *args, **kwargs)
+            return original_publish(tmp, path, *args, **kwargs)
 
-        writer.os.replace = replace
+        writer.publish = publish
     else:
         raise SystemExit(f"crash_runner: LFB_CRASH_AT must be forward, rename, bank-rename or detect, got {point!r}")
 

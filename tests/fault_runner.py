@@ -9,7 +9,9 @@
     ``manifest``: the Nth rank manifest ``<mode>-a###-r#####.json`` fails with ENOSPC at its write;
     ``nan``: the Nth forward of the feature model returns NaN for every box;
     ``pause``: the Nth forward creates ``$LFB_PAUSE_DIR/paused`` and waits for ``$LFB_PAUSE_DIR/go``
-    (a live run held at a known point, for the tests of concurrent commands).
+    (a live run held at a known point, for the tests of concurrent commands);
+    ``publish-pause``: the same before the Nth bank file is published (its name given), after every
+    check of the output passed (two commands writing one output).
 ``LFB_FAULT_N``
     1-based count of such events (default 1).
 """
@@ -29,6 +31,18 @@ H5_ENOSPC = ("Can't write data (file write failed: time = Mon Nov 30 00:00:00 20
 SEGMENT_TMP = re.compile(r"-a\d{3}-r\d{5}-s\d{6}\.h5\.tmp-")
 BANK_TMP = re.compile(r"lfb_[^/]+\.h5\.tmp-")
 MANIFEST_TMP = re.compile(r"-a\d{3}-r\d{5}\.json\.tmp-")
+
+
+def pause() -> None:
+    """Create ``$LFB_PAUSE_DIR/paused``, then wait (at most 10 minutes) for ``$LFB_PAUSE_DIR/go``."""
+    import time
+    from pathlib import Path
+
+    where = Path(os.environ["LFB_PAUSE_DIR"])
+    (where / "paused").touch()
+    deadline = time.time() + 600
+    while not (where / "go").exists() and time.time() < deadline:
+        time.sleep(0.05)
 
 
 def install(fault: str, n: int) -> None:
@@ -75,23 +89,27 @@ def install(fault: str, n: int) -> None:
 
         LFBFeatureModel.forward = forward
     elif fault == "pause":
-        import time
-        from pathlib import Path
-
         from lfbtool.models.lfb_model import LFBFeatureModel
 
         original_forward = LFBFeatureModel.forward
-        where = Path(os.environ["LFB_PAUSE_DIR"])
 
         def forward(self, clips, rois):
             if arrive():
-                (where / "paused").touch()
-                deadline = time.time() + 600
-                while not (where / "go").exists() and time.time() < deadline:
-                    time.sleep(0.05)
+                pause()
             return original_forward(self, clips, rois)
 
         LFBFeatureModel.forward = forward
+    elif fault == "publish-pause":
+        from lfbtool.bank import writer
+
+        original_publish = writer.publish
+
+        def publish(tmp, path, **kwargs):
+            if arrive():
+                pause()
+            return original_publish(tmp, path, **kwargs)
+
+        writer.publish = publish
     else:
         raise SystemExit(f"fault_runner: unknown LFB_FAULT {fault!r}")
 

@@ -114,7 +114,7 @@ def test_proposals_pkl_and_csv_agree(tmp_path):
         ({"vid0902": np.zeros((1, 5))}, "key 'vid0902': keys must be 'video_id,timestamp'"),
         ({"vid,09x2": np.zeros((1, 5))}, "key 'vid,09x2': timestamp '09x2' is not an integer"),
         ({3: np.zeros((1, 5))}, "key 3: keys must be"),
-        ({"vid,0902": np.array([[0.1, 0.1, 1.2, 0.5, 0.9]])}, "key 'vid,0902' box 0: box [0.1, 0.1, 1.2, 0.5] is outside"),
+        ({"vid,0902": np.array([[0.1, 0.1, 1.2, 0.5, 0.9]])}, "key 'vid,0902' box 0: box [0.1, 0.1, 1.2, 0.5]: x2 1.2 is outside"),
         ({"vid,0902": np.array([[0.5, 0.1, 0.2, 0.5, 0.9]])}, "key 'vid,0902' box 0: box [0.5, 0.1, 0.2, 0.5] has x2 < x1"),
         ({"vid,902": np.zeros((1, 5)), "vid,0902": np.zeros((1, 5))}, "key 'vid,0902': duplicate"),
         ([np.zeros((1, 5))], "expected a dict"),

@@ -161,7 +161,7 @@ def test_export_npz_dir(tmp_path: Path) -> None:
         assert npz["boxes"].shape == (4, 4) and npz["scores"].shape == (4,)
     manifest = json.loads((out / "bank.json").read_text())
     assert manifest["feature_dim"] == C and manifest["videos"] == ["-5KQ66BBWC4", "b", "c"]
-    with pytest.raises(LfbError, match="already holds .npz files"):
+    with pytest.raises(LfbError, match="already exists; pass --force"):
         export_npz_dir(bank_path, out)
 
 

@@ -174,15 +174,22 @@ def test_output_appears_only_by_rename(train_val, tmp_path: Path, monkeypatch: p
     train, val, _ = train_val
     out = tmp_path / "out.h5"
     renames = []
-    real_replace = writer.os.replace
+    real_replace, real_link = writer.os.replace, writer.os.link
 
-    def replace(src, dst):
-        renames.append((Path(src).name, Path(dst), Path(dst).exists()))
-        return real_replace(src, dst)
+    def recording(real):
+        def call(src, dst):
+            renames.append((real.__name__, Path(src).name, Path(dst), Path(dst).exists()))
+            return real(src, dst)
+        return call
 
-    monkeypatch.setattr(writer.os, "replace", replace)
-    merge_banks([train, val], out)
-    assert renames == [(renames[0][0], out, False)] and renames[0][0].startswith("out.h5.tmp-")
+    monkeypatch.setattr(writer.os, "replace", recording(real_replace))
+    monkeypatch.setattr(writer.os, "link", recording(real_link))
+    merge_banks([train, val], out)  # without --force: linked (refuses an output made meanwhile), tmp unlinked
+    assert renames == [("link", renames[0][1], out, False)] and renames[0][1].startswith("out.h5.tmp-")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("out.h5")] == ["out.h5"]
+    renames.clear()
+    merge_banks([train, val], out, overwrite=True)
+    assert renames == [("replace", renames[0][1], out, True)] and renames[0][1].startswith("out.h5.tmp-")
 
 
 # --- shards --------------------------------------------------------------------------------------

@@ -8,21 +8,24 @@ torch and h5py raise for one, becomes one
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import shutil
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from lfbtool.errors import RunError
+from lfbtool.errors import LfbError, RunError
 
 
-def temporary_path(path: Path) -> Path:
-    """``<name>.tmp-<host>-<pid>``: whose temporary it is (a later run drops only those of dead processes)."""
-    return path.with_name(f"{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+def temporary_path(path: Path, tag: str = "") -> Path:
+    """``<name>.tmp-<host>-<pid>`` (``<name>.<tag>.tmp-<host>-<pid>`` with a tag): whose temporary it is
+    (a later run drops only those of dead processes)."""
+    return path.with_name(f"{path.name}{'.' + tag if tag else ''}.tmp-{socket.gethostname()}-{os.getpid()}")
 
 
 def os_error_text(error: OSError) -> str:
@@ -47,34 +50,120 @@ def io_error_text(error: BaseException) -> str:
     return (str(error).splitlines() or [type(error).__name__])[0]
 
 
-def publish(tmp: Path, path: Path) -> Path:
-    """fsync the finished ``tmp`` and rename it to ``path``: the one step that gives a file its name."""
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+def discard(path: Path) -> None:
+    """Remove a temporary file or directory if it is there, whatever happens: cleanup after a failure
+    must never replace that failure's error with its own (an unlink on a read-only filesystem fails
+    with EROFS even when the file was never created)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def make_directory(path: Path) -> Path:
+    """``mkdir -p path``; failing (read-only filesystem, permission), one RunError naming it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"{path}: cannot create the directory ({os_error_text(error)})") from error
     return path
 
 
+def already_exists(path: Path) -> LfbError:
+    """The one refusal of an existing output: checked before the work starts, and again, atomically,
+    when the result is published (another command may have written it meanwhile)."""
+    return LfbError(f"{path}: already exists; pass --force to replace it")
+
+
+#: errnos of filesystems that have no hard links (FAT, some FUSE and SMB mounts).
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
+
+
+def publish(tmp: Path, path: Path, *, replace: bool = True) -> Path:
+    """fsync the finished ``tmp`` and give it the name ``path``: the one step that makes a file finished.
+
+    ``replace=False`` makes "``path`` does not exist yet" and the publish one atomic step: a hard link
+    fails with EEXIST when ``path`` exists (two commands writing one output without ``--force``: the
+    second gets :func:`already_exists`, the first's file stays). Where the filesystem has no hard links,
+    the check and the rename are two steps.
+    """
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    if replace:
+        os.replace(tmp, path)
+        return path
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise already_exists(path) from None
+    except OSError as error:
+        if error.errno not in _NO_LINKS:
+            raise
+        if os.path.lexists(path):
+            raise already_exists(path) from None
+        os.rename(tmp, path)
+        return path
+    os.unlink(tmp)
+    return path
+
+
+def publish_directory(tmp: Path, path: Path, *, replace: bool) -> None:
+    """Rename the finished directory ``tmp`` to ``path``, fsyncing the parent.
+
+    Renaming onto an empty directory replaces it; onto a non-empty one it fails: without ``replace``
+    that failure means another command published ``path`` meanwhile (one line, its export stays).
+    With ``replace`` the old directory is first renamed away (``path.old.tmp-<host>-<pid>``), the new
+    one renamed in, the old one removed: ``path`` never holds a mix of the two.
+    """
+    old = temporary_path(path, "old")
+    if replace and path.is_dir() and any(path.iterdir()):
+        os.rename(path, old)
+    try:
+        os.rename(tmp, path)
+    except OSError as error:
+        if error.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise already_exists(path) from None
+        raise
+    finally:
+        if os.path.lexists(old):
+            if os.path.lexists(path):
+                discard(old)
+            else:
+                os.rename(old, path)  # the new one did not go in: the earlier one stays
+    try:  # the renames on disk too; best effort: some filesystems cannot fsync a directory
+        descriptor = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+    except OSError:
+        pass
+
+
 @contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_output(path: str | os.PathLike[str], *, replace: bool = True) -> Iterator[Path]:
     """A temporary path beside ``path`` for writers that take a path (h5py): published as ``path`` when
     the block ends, removed when it raises; an OSError (or torch's / h5py's RuntimeError for one)
-    becomes one RunError naming ``path``."""
+    becomes one RunError naming ``path``. ``replace=False``: see :func:`publish`."""
     path = Path(path)
     tmp = temporary_path(path)
     try:
         yield tmp
-        publish(tmp, path)
+        publish(tmp, path, replace=replace)
     except (OSError, RuntimeError) as error:  # torch.save and h5py report a failed write as RuntimeError
         raise RunError(f"{path}: cannot write ({io_error_text(error)})") from error
     finally:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], object], *, binary: bool = True) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], object], *, binary: bool = True,
+                 replace: bool = True) -> Path:
     """Call ``write(handle)`` on a temporary file beside ``path``, then publish it as ``path``."""
     path = Path(path)
-    with atomic_output(path) as tmp:
+    with atomic_output(path, replace=replace) as tmp:
         with open(tmp, "wb" if binary else "w", encoding=None if binary else "utf-8") as handle:
             write(handle)
     return path

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lfbtool._io.atomic import os_error_text
+from lfbtool._io.atomic import discard, os_error_text
 from lfbtool.errors import LfbError
 
 LOCK_NAME = ".lfbtool.lock"
@@ -83,13 +83,21 @@ def temporary_is_dead(path: Path) -> bool:
 
 
 def remove_dead_temporaries(paths: list[Path]) -> list[Path]:
-    """Delete the temporaries among ``paths`` whose process is provably gone; return them."""
+    """Delete the temporaries (files or directories) among ``paths`` whose process is provably gone;
+    return them."""
     removed = []
     for path in paths:
         if ".tmp-" in path.name and temporary_is_dead(path):
-            path.unlink(missing_ok=True)
+            discard(path)
             removed.append(path)
     return removed
+
+
+#: The fields of a lock file and their JSON types (``started`` may be absent in locks of old versions).
+_FIELDS: dict[str, type | tuple[type, ...]] = {"host": str, "pid": int, "start": str, "started": (int, float), "command": str}
+
+#: pid: a positive 32-bit number (os.kill takes no more); started: seconds since 1970, before the year 5138.
+_RANGES = {"pid": (1, 2**31), "started": (0, 1e11)}
 
 
 def _describe(holder: dict[str, Any]) -> str:
@@ -163,6 +171,7 @@ class RunLock:
             try:
                 holder = json.loads(self.path.read_text())
                 if isinstance(holder, dict):
+                    self._check_fields(holder)
                     return holder
             except FileNotFoundError:
                 return None
@@ -170,6 +179,17 @@ class RunLock:
                 pass
             time.sleep(0.05)
         return {"host": "?", "pid": 0, "command": "an unknown process (unreadable lock file)"}
+
+    def _check_fields(self, holder: dict[str, Any]) -> None:
+        """A lock lfbtool wrote: host and command text, pid a positive 32-bit number, start time text,
+        started a number. Anything else was not written by lfbtool and is never guessed at: one line naming it."""
+        for name, kinds in _FIELDS.items():
+            value = holder.get(name)
+            wrong = isinstance(value, bool) or not isinstance(value, kinds) or (
+                name in _RANGES and not _RANGES[name][0] <= value < _RANGES[name][1])
+            if name in holder and wrong:
+                raise LfbError(f"{self.path}: not a lock file lfbtool wrote (field {name!r} is {value!r}); if no "
+                               f"lfbtool command is using {self.path.parent}, delete the lock file")
 
     def release(self) -> None:
         """Remove the lock if it is still ours (a takeover by hand must not be undone)."""

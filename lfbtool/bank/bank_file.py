@@ -50,6 +50,7 @@ class BankFile:
         except BaseException:
             self.h5.close()
             raise
+        self.index = index
         self.attrs: dict[str, Any] = index.attrs
         self.feature_dim = index.feature_dim
         self.videos: list[str] = index.videos
@@ -63,6 +64,13 @@ class BankFile:
         """Rows of /features, /boxes or /scores; a damaged chunk is an LfbError, never wrong numbers."""
         return fmt.read_rows(data, start, stop, str(self.path))
 
+    def feature_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows of /features, refused (one LfbError naming the key) where one holds NaN or Inf, as verify
+        refuses them: a reader never hands out what verify calls a damaged bank."""
+        features = self.rows(self.features, start, stop)
+        fmt.refuse_non_finite(features, start, self.index)
+        return features
+
     def key_range(self, video_id: str) -> tuple[int, int]:
         v = self.video_index[video_id]
         return int(self.video_key_offsets[v]), int(self.video_key_offsets[v + 1])
@@ -74,8 +82,14 @@ class BankFile:
         r0, r1 = int(offsets[0]), int(offsets[-1])
         boxes = self.rows(self.boxes, r0, r1) if with_boxes else None
         scores = self.rows(self.scores, r0, r1) if with_boxes else None
-        return VideoArrays(self.timestamps[k0:k1].copy(), offsets - r0, self.rows(self.features, r0, r1), boxes, scores)
+        return VideoArrays(self.timestamps[k0:k1].copy(), offsets - r0, self.feature_rows(r0, r1), boxes, scores)
 
     def close(self) -> None:
         if self.h5.id.valid:
             self.h5.close()
+
+    def __enter__(self) -> BankFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

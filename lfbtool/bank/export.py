@@ -11,15 +11,26 @@ and nowhere else: ``export --format npz-dir`` reads the bank with h5py and numpy
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
-from lfbtool._io.atomic import atomic_write
+from lfbtool._io.atomic import (
+    already_exists,
+    atomic_write,
+    discard,
+    io_error_text,
+    make_directory,
+    publish_directory,
+    temporary_path,
+)
+from lfbtool._io.lock import remove_dead_temporaries
 from lfbtool.bank.bank_file import BankFile
-from lfbtool.errors import LfbError
+from lfbtool.errors import LfbError, RunError
 
 if TYPE_CHECKING:
     import torch
@@ -37,9 +48,12 @@ class ExportSummary:
     rows: int
 
 
-def _refuse_existing(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise LfbError(f"{path}: already exists; pass --force to replace it")
+def _prepare_output(path: Path, overwrite: bool) -> None:
+    """An existing output needs ``--force``; a killed export's temporaries (of processes gone) are removed."""
+    if os.path.lexists(path) and not overwrite:
+        raise already_exists(path)
+    make_directory(path.parent)
+    remove_dead_temporaries([*path.parent.glob(f"{path.name}.tmp-*"), *path.parent.glob(f"{path.name}.old.tmp-*")])
 
 
 def mmaction_dict(bank: FeatureBank) -> dict[str, dict[int, torch.Tensor]]:
@@ -65,12 +79,11 @@ def export_mmaction_pkl(bank_path: str | Path, out: str | Path, *, overwrite: bo
     from lfbtool.bank.reader import FeatureBank
 
     out = Path(out)
-    _refuse_existing(out, overwrite)
+    _prepare_output(out, overwrite)
     with FeatureBank(bank_path) as bank:
         lfb = mmaction_dict(bank)
         summary = ExportSummary(out, len(lfb), len(bank), sum(int(t.shape[0]) for v in lfb.values() for t in v.values()))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda handle: torch.save(lfb, handle))
+    atomic_write(out, lambda handle: torch.save(lfb, handle), replace=overwrite)
     return summary
 
 
@@ -84,34 +97,69 @@ def export_npz_dir(bank_path: str | Path, out_dir: str | Path, *, overwrite: boo
     """One ``<video_id>.npz`` per video (features, timestamps, key_row_offsets, boxes, scores) + bank.json.
 
     ``key_row_offsets`` count from 0 within the video: rows of ``timestamps[i]`` are
-    ``features[key_row_offsets[i]:key_row_offsets[i + 1]]``.
+    ``features[key_row_offsets[i]:key_row_offsets[i + 1]]``. The directory is written as
+    ``OUT.tmp-<host>-<pid>`` and renamed to ``OUT`` when complete (:func:`publish_directory`), so ``OUT``
+    only ever holds one whole export; ``overwrite`` replaces an earlier export as a whole.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
+    if _holds_cwd(out_dir):  # "-o .": renamed over, the shell would sit in a deleted directory
+        raise LfbError(f"{out_dir}: is the current directory or holds it; export into a new directory (e.g. -o npz)")
+    if os.path.lexists(out_dir) and not out_dir.is_dir():
         raise LfbError(f"{out_dir}: exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.glob("*.npz")) and not overwrite:
-        raise LfbError(f"{out_dir}: already holds .npz files; pass --force to replace them")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise already_exists(out_dir)
+        _refuse_foreign_files(out_dir)
+    _prepare_output(out_dir, overwrite=True)  # checked above, as a directory
     keyframes = rows_total = 0
-    bank = BankFile(bank_path)
+    tmp = temporary_path(out_dir)
     try:
-        videos = bank.videos
-        names = {video: _npz_name(video, Path(bank_path)) for video in videos}
-        for video in videos:
-            rows = bank.read_video(video, with_boxes=True)
-            arrays = {
-                "features": rows.features,
-                "timestamps": rows.timestamps.astype(np.int32),
-                "key_row_offsets": rows.row_offsets.astype(np.int64),
-                "boxes": rows.boxes,
-                "scores": rows.scores,
-            }
-            atomic_write(out_dir / names[video], lambda handle, a=arrays: np.savez(handle, **a))
-            keyframes += len(rows.timestamps)
-            rows_total += int(rows.features.shape[0])
-        manifest = {"bank": str(bank_path), **bank.attrs, "videos": videos}
+        with BankFile(bank_path) as bank:
+            videos = bank.videos
+            names = {video: _npz_name(video, Path(bank_path)) for video in videos}
+            manifest = {"bank": str(bank_path), **bank.attrs, "videos": videos}
+            tmp.mkdir()
+            for video in videos:
+                rows = bank.read_video(video, with_boxes=True)
+                arrays = {
+                    "features": rows.features,
+                    "timestamps": rows.timestamps.astype(np.int32),
+                    "key_row_offsets": rows.row_offsets.astype(np.int64),
+                    "boxes": rows.boxes,
+                    "scores": rows.scores,
+                }
+                _write_synced(tmp / names[video], lambda handle, a=arrays: np.savez(handle, **a))
+                keyframes += len(rows.timestamps)
+                rows_total += int(rows.features.shape[0])
+        text = json.dumps(manifest, indent=1).encode()
+        _write_synced(tmp / MANIFEST, lambda handle: handle.write(text))
+        publish_directory(tmp, out_dir, replace=overwrite)
+    except (OSError, RuntimeError) as error:
+        raise RunError(f"{out_dir}: cannot write ({io_error_text(error)})") from error
     finally:
-        bank.close()
-    text = json.dumps(manifest, indent=1).encode()
-    atomic_write(out_dir / MANIFEST, lambda handle: handle.write(text))
+        discard(tmp)
     return ExportSummary(out_dir, len(videos), keyframes, rows_total)
+
+
+def _write_synced(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """One file of the temporary directory, on disk before the directory is renamed into place."""
+    with open(path, "wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _holds_cwd(path: Path) -> bool:
+    try:
+        here = Path.cwd()
+    except OSError:  # the working directory was deleted: it is nobody's output
+        return False
+    return path.resolve() in (here, *here.parents)
+
+
+def _refuse_foreign_files(out_dir: Path) -> None:
+    """``--force`` replaces an earlier export, never a directory of other files (``-o ~ --force``)."""
+    for entry in out_dir.iterdir():
+        if not (entry.is_file() and (entry.suffix == ".npz" or entry.name == MANIFEST)):
+            raise LfbError(f"{out_dir}: holds {entry.name!r}, which no export writes; not replacing it "
+                           "(export into a new or empty directory)")

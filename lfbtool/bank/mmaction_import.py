@@ -11,6 +11,7 @@ with torch, through the same restricted unpickler.
 from __future__ import annotations
 
 import json
+import os
 import re
 import zipfile
 from dataclasses import dataclass
@@ -19,10 +20,13 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from lfbtool._io.atomic import already_exists
+from lfbtool._io.lock import remove_dead_temporaries
+from lfbtool.bank.format import all_finite
 from lfbtool.bank.tensor_archive import StoredTensor, load_tensor_archive
 from lfbtool.bank.writer import BankWriter
 from lfbtool.errors import LfbError
-from lfbtool.keys import key_text
+from lfbtool.keys import key_text, timestamp_problem
 
 _DTYPES = {"torch.float16": "float16", "torch.float32": "float32"}
 
@@ -114,10 +118,15 @@ class _Checker:
             stacked = arrays[0] if value.dim() == 2 else arrays[0].reshape(1, -1)
         else:
             stacked = np.stack(arrays)
+        if stacked.shape[1] == 0:
+            self._fail(key, "features of length 0 (a bank's features have at least one value)")
         if self.dim is None:
             self.dim = int(stacked.shape[1])
         elif stacked.shape[1] != self.dim:
             self._fail(key, f"features of length {stacked.shape[1]}, other keys have {self.dim}")
+        if not all_finite(stacked):
+            row = int(np.argmin(np.isfinite(stacked).all(axis=1)))
+            self._fail(key, f"NaN or Inf in feature vector {row}; verify, merge and FeatureBank refuse such rows")
         return stacked
 
     def _dtype(self, key: str, dtype: str) -> None:
@@ -135,6 +144,9 @@ class _Checker:
 def _timestamp(path: Path, video: str, ts: Any) -> int:
     if isinstance(ts, bool) or not isinstance(ts, (int, str)) or (isinstance(ts, str) and not ts.isdigit()):
         raise LfbError(f"{path}: video {video!r} has timestamp {ts!r}; expected whole seconds (int)")
+    problem = timestamp_problem(int(ts))
+    if problem:
+        raise LfbError(f"{path}: video {video!r}: {problem}")
     return int(ts)
 
 
@@ -148,8 +160,9 @@ def import_mmaction_pkl(
     mode = mode or mode_from_name(pkl_path)
     if not mode:
         raise LfbError(f"{pkl_path}: cannot tell the mode from the file name (not lfb_<mode>.pkl); pass --mode")
-    if out.exists() and not overwrite:
-        raise LfbError(f"{out}: already exists; pass --force to replace it")
+    if os.path.lexists(out) and not overwrite:
+        raise already_exists(out)
+    remove_dead_temporaries(list(out.parent.glob(f"{out.name}.tmp-*")))
     lfb = load_mmaction_pkl(pkl_path)
     if not isinstance(lfb, dict) or not all(isinstance(v, str) for v in lfb):
         raise LfbError(f"{pkl_path}: not an MMAction2 bank (expected a dict {{video_id: {{timestamp: features}}}})")
@@ -172,7 +185,7 @@ def import_mmaction_pkl(
     dim, dtype = checker.dim, _DTYPES[checker.dtype]
     config = json.dumps({"source": "mmaction2-pkl", "imported_from": str(pkl_path)})
     rows = 0
-    with BankWriter(out, feature_dim=dim, dtype=dtype, mode=mode, config_json=config) as writer:
+    with BankWriter(out, feature_dim=dim, dtype=dtype, mode=mode, config_json=config, replace=overwrite) as writer:
         for video, second, features in keys:
             n = features.shape[0]
             features = features.reshape(n, dim)

@@ -8,7 +8,8 @@ so one instance can be handed to DataLoader workers (fork or spawn). Opening rea
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -17,11 +18,11 @@ import torch
 
 from lfbtool.bank.bank_file import BankFile, BankKeyError
 from lfbtool.errors import LfbError
-from lfbtool.keys import key_text
+from lfbtool.keys import key_text, timestamp_problem
 
 PathLike = str | os.PathLike
 
-__all__ = ["BankEntry", "BankKeyError", "FeatureBank", "VideoRows", "parse_key"]
+__all__ = ["BankEntry", "BankKeyError", "FeatureBank", "VideoRows", "parse_key", "whole_seconds"]
 
 
 class BankEntry(NamedTuple):
@@ -88,6 +89,25 @@ def _duplicate_message(first: BankFile, second: BankFile, video: str) -> str:
     return f"{second.path}: {what} also in {first.path}; each video must be in exactly one bank"
 
 
+def whole_seconds(timestamp: Any, key: Any = None) -> int:
+    """A timestamp as int: an int, a numpy integer, a float equal to an int (``902.0``) or digits
+    (``"0902"``). Anything else (``902.5``, NaN, True, None) is a :class:`BankKeyError` naming it, never
+    a silent ``int()`` that would turn 902.5 into 902's rows."""
+    seconds = None
+    if isinstance(timestamp, (int, np.integer)) and not isinstance(timestamp, (bool, np.bool_)):
+        seconds = int(timestamp)
+    elif isinstance(timestamp, (float, np.floating)) and float(timestamp).is_integer():
+        seconds = int(timestamp)
+    elif isinstance(timestamp, str) and re.fullmatch(r"\s*[+-]?\d+\s*", timestamp):
+        seconds = int(timestamp)
+    what = f"{key!r} is not a bank key" if key is not None else f"timestamp {timestamp!r} is not a keyframe time"
+    if seconds is None:
+        raise BankKeyError(f"{what}; timestamps are whole seconds (an int, or a float equal to one)")
+    if timestamp_problem(seconds):
+        raise BankKeyError(f"{what}; {timestamp_problem(seconds)}")
+    return seconds
+
+
 def parse_key(key: Any) -> tuple[str, int]:
     """``("vid", 902)`` or ``"vid,0902"`` -> ``("vid", 902)``; anything else is a KeyError naming it."""
     if isinstance(key, tuple) and len(key) == 2:
@@ -96,10 +116,7 @@ def parse_key(key: Any) -> tuple[str, int]:
         video_id, timestamp = key.rsplit(",", 1)
     else:
         raise BankKeyError(f"{key!r} is not a bank key; use bank['video_id,0902'] or bank['video_id', 902]")
-    try:
-        return str(video_id), int(timestamp)
-    except (TypeError, ValueError):
-        raise BankKeyError(f"{key!r} is not a bank key; the timestamp must be whole seconds") from None
+    return str(video_id), whole_seconds(timestamp, key)
 
 
 class FeatureBank:
@@ -110,10 +127,10 @@ class FeatureBank:
     features. Each video lives in exactly one file; ``len(bank)`` counts keys (keyframes).
     """
 
-    def __init__(self, paths: PathLike | Sequence[PathLike]) -> None:
-        if isinstance(paths, (str, os.PathLike)):
+    def __init__(self, paths: PathLike | bytes | Sequence[PathLike | bytes]) -> None:
+        if isinstance(paths, (str, bytes, os.PathLike)) or not isinstance(paths, Iterable):
             paths = [paths]
-        self._paths = tuple(Path(p) for p in paths)
+        self._paths = tuple(_as_path(p) for p in paths)
         if not self._paths:
             raise LfbError("FeatureBank needs at least one bank file")
         self._pid = -1
@@ -221,9 +238,9 @@ class FeatureBank:
 
     def get(self, video_id: str, timestamp: int, *, with_boxes: bool = False) -> torch.Tensor | BankEntry:
         """Features ``[n, C]`` of one key, or a :class:`BankEntry` with its boxes and scores."""
-        bank, k = self._locate(str(video_id), int(timestamp))
+        bank, k = self._locate(str(video_id), whole_seconds(timestamp))
         r0, r1 = int(bank.key_row_offsets[k]), int(bank.key_row_offsets[k + 1])
-        features = torch.from_numpy(bank.rows(bank.features, r0, r1))
+        features = torch.from_numpy(bank.feature_rows(r0, r1))
         if not with_boxes:
             return features
         return BankEntry(features, torch.from_numpy(bank.rows(bank.boxes, r0, r1)),
@@ -262,7 +279,7 @@ class FeatureBank:
             raise ValueError(f"window_size and max_per_second must be positive, got {window_size}, {max_per_second}")
         bank, k0, k1 = self._video(str(video_id))
         K, C = int(max_per_second), bank.feature_dim
-        start = int(timestamp) - window_size // 2
+        start = whole_seconds(timestamp) - window_size // 2
         times = bank.timestamps[k0:k1]
         lo = k0 + int(np.searchsorted(times, start, "left"))
         hi = k0 + int(np.searchsorted(times, start + window_size, "left"))
@@ -273,7 +290,7 @@ class FeatureBank:
         # One read; rows converted once into a float32 block whose extra last row is the zero row.
         n = r1 - r0
         block = torch.empty(n + 1, C, dtype=torch.float32)
-        block[:n].copy_(torch.from_numpy(bank.rows(bank.features, r0, r1)))
+        block[:n].copy_(torch.from_numpy(bank.feature_rows(r0, r1)))
         block[n].zero_()
         counts = np.diff(offsets)
         picks = [torch.randperm(c, generator=generator)[:K] for c in counts.tolist()]
@@ -284,6 +301,15 @@ class FeatureBank:
         index = torch.full((window_size * K,), n, dtype=torch.int64)
         index[target] = torch.cat(picks) + torch.from_numpy(np.repeat(offsets[:-1] - r0, taken))
         return torch.index_select(block, 0, index)
+
+
+def _as_path(path: Any) -> Path:
+    """A bank path: str, os.PathLike or bytes (decoded as the OS does); anything else a TypeError."""
+    if isinstance(path, bytes):
+        return Path(os.fsdecode(path))
+    if isinstance(path, (str, os.PathLike)):
+        return Path(path)
+    raise TypeError(f"FeatureBank takes a bank path or a list of bank paths, not {type(path).__name__} {path!r}")
 
 
 def _names(paths: Sequence[Path]) -> str:

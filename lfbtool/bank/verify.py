@@ -92,12 +92,7 @@ def _scan_rows(handle: h5py.File, index: fmt.BankIndex, imported: bool) -> None:
     block = max(fmt.FEATURE_CHUNK_ROWS, SCAN_BYTES // max(1, index.feature_dim * features.dtype.itemsize))
     for start in range(0, n, block):
         stop = min(n, start + block)
-        feats = fmt.read_rows(features, start, stop, what)
-        finite = np.isfinite(feats).all(axis=1)
-        if not finite.all():
-            row = start + int(np.argmin(finite))
-            raise LfbError(f"{what}: key {index.key_of_row(row)}: /features row {row} holds NaN or Inf")
-        del feats
+        fmt.refuse_non_finite(fmt.read_rows(features, start, stop, what), start, index)
         box = fmt.read_rows(boxes, start, stop, what)
         ok = np.isfinite(box).all(axis=1)
         if imported:

@@ -14,10 +14,10 @@ import h5py
 import numpy as np
 
 import lfbtool
-from lfbtool._io.atomic import io_error_text, publish, temporary_path
+from lfbtool._io.atomic import discard, io_error_text, publish, temporary_path
 from lfbtool.bank import format as fmt
 from lfbtool.errors import LfbError, RunError
-from lfbtool.keys import key_text
+from lfbtool.keys import key_text, timestamp_problem
 
 _DTYPES = {"float16": np.float16, "float32": np.float32}
 
@@ -40,9 +40,10 @@ def _as_numpy(array, dtype: type) -> np.ndarray:
 class BankWriter:
     """Write one bank file. Keys must arrive in strictly increasing (video_id, timestamp) order.
 
-    The file is written as ``<path>.tmp-<pid>`` and renamed to ``path`` by :meth:`close`, so a file
-    carrying the bank's name is always finished. Used as a context manager it closes on success and
-    aborts (removes the temporary file) on an exception.
+    The file is written as ``<path>.tmp-<host>-<pid>`` and renamed to ``path`` by :meth:`close`, so a
+    file carrying the bank's name is always finished. Used as a context manager it closes on success and
+    aborts (removes the temporary file) on an exception. ``replace=False`` (merge and import without
+    ``--force``): the rename refuses, atomically, a ``path`` that another command wrote meanwhile.
     """
 
     def __init__(
@@ -56,10 +57,14 @@ class BankWriter:
         config_fingerprint: str = "",
         checkpoint_sha256: str = "",
         block_rows: int = 4096,
+        replace: bool = True,
     ) -> None:
         if dtype not in _DTYPES:
             raise LfbError(f"{path}: unsupported feature dtype {dtype!r} (float16 or float32)")
+        if isinstance(feature_dim, bool) or not isinstance(feature_dim, (int, np.integer)) or feature_dim < 1:
+            raise LfbError(f"{path}: feature_dim {feature_dim!r} is not a positive whole number")
         self.path = Path(path)
+        self.replace = replace
         self.tmp_path = temporary_path(self.path)
         self.feature_dim = int(feature_dim)
         self.dtype = dtype
@@ -69,7 +74,7 @@ class BankWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = h5py.File(self.tmp_path, "w", rdcc_nbytes=0)  # no chunk cache: a failed write fails here, not at exit
         except (OSError, RuntimeError) as error:
-            self.tmp_path.unlink(missing_ok=True)
+            discard(self.tmp_path)
             raise RunError(f"{self.path}: cannot write the bank here ({io_error_text(error)})") from error
         attrs = {
             "format": fmt.FORMAT_NAME,
@@ -129,6 +134,9 @@ class BankWriter:
     ) -> None:
         """Add the rows of one key (n boxes, n feature vectors)."""
         key = (str(video_id), int(timestamp))
+        problem = timestamp_problem(key[1])
+        if problem:
+            raise LfbError(f"{self.path}: key {key_text(*key)}: {problem}")
         if self._last_key is not None and key <= self._last_key:
             raise LfbError(
                 f"{self.path}: key {key_text(*key)} arrives after {key_text(*self._last_key)}; "
@@ -196,7 +204,7 @@ class BankWriter:
                 data.attrs[fmt.DIGEST_ATTR] = fmt.index_digest(self._videos if dtype else values)
             self._file.flush()
             self._file.close()
-            publish(self.tmp_path, self.path)
+            publish(self.tmp_path, self.path, replace=self.replace)
         except (OSError, RuntimeError) as error:
             self.abort()
             raise RunError(f"{self.tmp_path}: writing the bank failed ({io_error_text(error)})") from error
@@ -216,7 +224,7 @@ class BankWriter:
             try:
                 os.truncate(self.tmp_path, 0)
             except OSError:
-                pass
+                pass  # a read-only or vanished file: nothing to free
             for close in (self._file.close, self._file.id.close):  # the second drops what the first left
                 try:
                     close()
@@ -224,7 +232,7 @@ class BankWriter:
                     pass
                 if not self._file.id.valid:
                     break
-        self.tmp_path.unlink(missing_ok=True)
+        discard(self.tmp_path)
 
     def __enter__(self) -> BankWriter:
         return self

@@ -21,6 +21,10 @@ from lfbtool.errors import LfbError
 from lfbtool.keys import key_text, timestamp_problem, video_id_problem
 
 Key = tuple[str, int]
+#: How far outside [0, 1] a box coordinate may lie and still count as normalized; it is then clipped to
+#: [0, 1]. A detector's ``x / width`` in float32 gives 1.0000001 (one float32 step above 1 is 1.2e-7);
+#: 1e-6 allows a few such steps, far below a pixel (1e-6 of a 4K frame is 0.004 px).
+BOX_TOLERANCE = 1e-6
 WHOLE_FRAME = np.array([[0.0, 0.0, 1.0, 1.0]], dtype=np.float32)
 
 
@@ -107,15 +111,20 @@ def _numbers(values: list[str], names: tuple[str, ...], where: str) -> list[floa
     return out
 
 
-def _check_box(box: list[float] | np.ndarray, where: str) -> None:
-    """Boxes are normalized x1, y1, x2, y2 with x1 <= x2 and y1 <= y2."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    if not all(0.0 <= v <= 1.0 for v in (x1, y1, x2, y2)):
-        raise LfbError(
-            f"{where}: box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] is outside [0, 1]; boxes must be normalized x1,y1,x2,y2"
-        )
+def _check_box(box: list[float] | np.ndarray, where: str) -> list[float]:
+    """Boxes are normalized x1, y1, x2, y2 with x1 <= x2 and y1 <= y2; a coordinate up to
+    ``BOX_TOLERANCE`` outside [0, 1] is clipped to it. The message shows every digit (repr)."""
+    values = [float(v) for v in box]
+    digits = [str(v) if isinstance(v, np.floating) else repr(float(v)) for v in box]  # shortest exact form
+    text = "[" + ", ".join(digits) + "]"
+    for name, value, shown in zip(("x1", "y1", "x2", "y2"), values, digits, strict=True):
+        if not -BOX_TOLERANCE <= value <= 1 + BOX_TOLERANCE:
+            raise LfbError(f"{where}: box {text}: {name} {shown} is outside [0, 1] (by more than the "
+                           f"{BOX_TOLERANCE:g} allowed for rounding); boxes must be normalized x1,y1,x2,y2")
+    x1, y1, x2, y2 = values
     if x2 < x1 or y2 < y1:
-        raise LfbError(f"{where}: box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] has x2 < x1 or y2 < y1")
+        raise LfbError(f"{where}: box {text} has x2 < x1 or y2 < y1")
+    return [min(max(value, 0.0), 1.0) for value in values]
 
 
 def read_annotations(path: str | Path) -> dict[Key, np.ndarray]:
@@ -134,8 +143,7 @@ def read_annotations(path: str | Path) -> dict[Key, np.ndarray]:
             )
         _video_id(fields[0], where)
         timestamp = _timestamp(fields[1], where)
-        box = _numbers(fields[2:6], ("x1", "y1", "x2", "y2"), where)
-        _check_box(box, where)
+        box = _check_box(_numbers(fields[2:6], ("x1", "y1", "x2", "y2"), where), where)
         seen = boxes.setdefault((fields[0], timestamp), [])
         if tuple(box) not in seen:
             seen.append(tuple(box))
@@ -201,13 +209,19 @@ def _proposals_at_once(data: dict) -> dict[Key, np.ndarray] | None:
     except ValueError:  # [n, 4] and [n, 5] arrays in one file
         return None
     corners = columns[:4]
+    low, high = corners.min(initial=0), corners.max(initial=1)
     if width not in (4, 5) or not np.isfinite(columns).all() or not (
-        corners.min(initial=0) >= 0 and corners.max(initial=1) <= 1
+        low >= -BOX_TOLERANCE and high <= 1 + BOX_TOLERANCE
         and (columns[2] >= columns[0]).all() and (columns[3] >= columns[1]).all()
     ):
         return None
     if dtypes != {np.dtype(np.float32)} or not all(map(attrgetter("flags.writeable"), arrays)):
         arrays = [array.astype(np.float32) for array in arrays]
+    if low < 0 or high > 1:  # within BOX_TOLERANCE outside [0, 1]: clip those arrays onto it
+        outside = np.flatnonzero(((corners < 0) | (corners > 1)).any(axis=0))
+        ends = np.cumsum(list(map(len, arrays)))
+        for i in np.unique(np.searchsorted(ends, outside, side="right")).tolist():
+            np.clip(arrays[i][:, :4], 0, 1, out=arrays[i][:, :4])
     out: dict[Key, np.ndarray] = {}
     try:
         for key, array in zip(keys, arrays, strict=True):
@@ -247,6 +261,7 @@ def _proposals_one_by_one(path: Path, data: dict) -> dict[Key, np.ndarray]:
         for i, row in enumerate(array):
             _check_box(row[:4], f"{where} box {i}")
         out[key] = array.astype(np.float32)
+        np.clip(out[key][:, :4], 0, 1, out=out[key][:, :4])  # within BOX_TOLERANCE outside: onto [0, 1]
     return out
 
 
@@ -276,7 +291,7 @@ def _read_proposals_csv(path: Path) -> dict[Key, np.ndarray]:
                 raise LfbError(f"{where}: action_id {fields[6]!r} is not an integer or empty")
             fields = fields[:6] + fields[7:]
         values = _numbers(fields[2:], ("x1", "y1", "x2", "y2", "score")[: len(fields) - 2], where)
-        _check_box(values[:4], where)
+        values[:4] = _check_box(values[:4], where)
         seen = rows.setdefault((fields[0], timestamp), [])
         if width != 8 or all(row[:4] != values[:4] for row in seen):
             seen.append(values)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lfbtool._io.atomic import atomic_write
+from lfbtool._io.atomic import atomic_write, make_directory
 
 __all__ = ["ALPHA", "jet", "overlay", "write_gradcam_files"]
 
@@ -57,8 +57,7 @@ def write_gradcam_files(
 
     ``clip``: uint8 ``[3, T, H, W]`` (the view the map explains); each file is written atomically.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_directory(Path(directory))
     blended = overlay(np.ascontiguousarray(clip.transpose(1, 2, 3, 0)), heat)
     images = [Image.fromarray(frame) for frame in blended]
 
