@@ -11,7 +11,8 @@
     ``pause``: the Nth forward creates ``$LFB_PAUSE_DIR/paused`` and waits for ``$LFB_PAUSE_DIR/go``
     (a live run held at a known point, for the tests of concurrent commands);
     ``publish-pause``: the same before the Nth bank file is published (its name given), after every
-    check of the output passed (two commands writing one output).
+    check of the output passed (two commands writing one output);
+    ``export-pause``: the same before an export (either format) is published, its temporary complete.
 ``LFB_FAULT_N``
     1-based count of such events (default 1).
 """
@@ -110,6 +111,19 @@ def install(fault: str, n: int) -> None:
             return original_publish(tmp, path, **kwargs)
 
         writer.publish = publish
+    elif fault == "export-pause":
+        from lfbtool._io import atomic
+        from lfbtool.bank import export
+
+        def paused(original):
+            def publish(*args, **kwargs):
+                if arrive():
+                    pause()
+                return original(*args, **kwargs)
+            return publish
+
+        atomic.publish = paused(atomic.publish)  # mmaction-pkl: atomic_write -> atomic_output -> publish
+        export.publish_directory = paused(export.publish_directory)  # npz-dir
     else:
         raise SystemExit(f"fault_runner: unknown LFB_FAULT {fault!r}")
 

@@ -103,6 +103,9 @@ def run_in_parts(
         except LfbError as error:
             writer.abort()
             failure = error
+        except BaseException:  # SIGINT / SIGTERM (lfbtool.runtime.stopping), an internal error: no temporary left
+            writer.abort()
+            raise
         seconds = time.perf_counter() - started
         dist.agree(ctx, failure, f" (finished segments kept in {parts.directory}; fix and rerun with --resume)")
         counts = dist.all_gather(ctx, (len(mine), seconds))

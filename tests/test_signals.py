@@ -1,0 +1,165 @@
+"""Ctrl-C (SIGINT) and SIGTERM (issue 20, point 6): a real process held at a known point inside its
+work gets the signal; it ends with exit 130 / 143 and exactly one line naming the command, leaves no
+temporary and no lock, and a rerun (``--resume`` for extract) gives the uninterrupted result.
+An interrupt during start-up (while the CLI is imported) is the same one line."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lfbtool._io.lock import LOCK_NAME
+from tests.conftest import SEGMENT, run_in_process
+from tests.extract_runs import assert_same_bank, child_env, read_bank
+from tests.test_faults import FAULT_RUNNER, one_error_line
+
+NAMES = {signal.SIGINT: "interrupted (SIGINT)", signal.SIGTERM: "terminated (SIGTERM)"}
+
+
+def temporaries(directory: Path) -> list[Path]:
+    return [p for p in directory.rglob("*") if ".tmp-" in p.name]
+
+
+def _default_signals() -> None:
+    """In the child before exec: SIGINT as a terminal delivers it, even where this runner ignores it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def signal_when_paused(args: list[str], fault: str, n: int, pause: Path, signum: int,
+                       check_paused=None) -> subprocess.CompletedProcess:
+    """Run ``lfbtool ARGS`` with ``fault`` (a pause) at its ``n``th event; once it waits there, call
+    ``check_paused()`` and send ``signum``; the finished process."""
+    pause.mkdir()
+    env = child_env(LFB_FAULT=fault, LFB_FAULT_N=str(n), LFB_PAUSE_DIR=str(pause))
+    proc = subprocess.Popen([sys.executable, str(FAULT_RUNNER), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_default_signals)
+    try:
+        deadline = time.time() + 240
+        while not (pause / "paused").exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() < deadline, "the run never reached the pause"
+            time.sleep(0.05)
+        if check_paused is not None:
+            check_paused()
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_extract_then_resume_gives_the_reference(signum, tiny_data, reference, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    args = tiny_data.extract_args(out, *SEGMENT)
+
+    def inside_the_loop() -> None:  # 4th forward: segment 0 finished, segment 1 open under a temporary name
+        assert (out / LOCK_NAME).exists()
+        assert temporaries(out), list(out.rglob("*"))
+
+    stopped = signal_when_paused(args, "pause", 4, tmp_path / "pause", signum, inside_the_loop)
+    one_error_line(stopped, 128 + signum, f"lfbtool extract {NAMES[signum]}", "--resume")
+    assert not temporaries(out), temporaries(out)
+    assert not (out / LOCK_NAME).exists()
+    assert not (out / "lfb_train.h5").exists()
+    assert (out / "shards" / "train-a001-r00000-s000000.h5").exists()  # finished work is kept
+
+    resumed = run_in_process(args + ["--resume"], capsys)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_bank(reference, out / "lfb_train.h5")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_merge_then_merge_gives_the_reference(signum, reference, no_merge_run, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(no_merge_run.out, out)  # what `extract --no-merge` (segments of 2) leaves
+    shards = sorted(p.name for p in (out / "shards").iterdir())
+
+    def before_the_publish() -> None:  # the merged bank complete under its temporary name
+        assert (out / LOCK_NAME).exists()
+        assert [p.name for p in temporaries(out)] and all(p.name.startswith("lfb_train.h5.tmp-") for p in temporaries(out))
+
+    stopped = signal_when_paused(["merge", str(out), "--mode", "train"], "publish-pause", 1, tmp_path / "pause",
+                                 signum, before_the_publish)
+    one_error_line(stopped, 128 + signum, f"lfbtool merge {NAMES[signum]}")
+    assert not temporaries(out) and not (out / LOCK_NAME).exists() and not (out / "lfb_train.h5").exists()
+    assert sorted(p.name for p in (out / "shards").iterdir()) == shards
+
+    merged = run_in_process(["merge", str(out), "--mode", "train"], capsys)
+    assert merged.returncode == 0, merged.stderr
+    assert_same_bank(reference, out / "lfb_train.h5")
+
+
+@pytest.mark.parametrize(("form", "signum"), [("npz-dir", signal.SIGTERM), ("mmaction-pkl", signal.SIGINT)])
+def test_signal_during_export_leaves_nothing(form, signum, reference, tmp_path, capsys) -> None:
+    target = tmp_path / ("npz" if form == "npz-dir" else "lfb.pkl")
+    args = ["export", str(reference), "--format", form, "-o", str(target)]
+
+    def before_the_publish() -> None:
+        assert temporaries(tmp_path), list(tmp_path.iterdir())
+
+    stopped = signal_when_paused(args, "export-pause", 1, tmp_path / "pause", signum, before_the_publish)
+    one_error_line(stopped, 128 + signum, f"lfbtool export {NAMES[signum]}")
+    assert not temporaries(tmp_path) and not target.exists()
+
+    again = run_in_process(args, capsys)
+    assert again.returncode == 0, again.stderr
+    if form == "npz-dir":
+        import numpy as np
+
+        bank = read_bank(reference)
+        stored = np.concatenate([np.load(target / f"{video}.npz")["features"] for video in
+                                 sorted(v.decode() if isinstance(v, bytes) else v for v in bank["videos"])])
+        assert stored.tobytes() == bank["features"].tobytes()
+
+
+# Sends itself SIGINT while `lfbtool.cli` is being imported, as a Ctrl-C during start-up would arrive.
+DURING_IMPORT = """
+import os, signal, sys
+class Hook:
+    def find_spec(self, name, path=None, target=None):
+        if name == "lfbtool.cli":
+            os.kill(os.getpid(), signal.SIG)
+        return None
+sys.meta_path.insert(0, Hook())
+sys.argv = ["lfbtool", "verify", "x.h5"]
+from lfbtool.__main__ import main
+main()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_start_up_is_one_line(signum) -> None:
+    code = DURING_IMPORT.replace("signal.SIG)", f"signal.{signal.Signals(signum).name})")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=child_env(), preexec_fn=_default_signals)
+    one_error_line(done, 128 + signum, f"lfbtool verify {NAMES[signum]}")
+    assert "Traceback" not in done.stderr
+
+
+def test_keyboard_interrupt_inside_a_command_is_one_line(monkeypatch, capsys) -> None:
+    """Typer turns a KeyboardInterrupt into a silent exit 130; the entry point still says so."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("lfbtool.bank.verify.check_bank", interrupted)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    done = run_in_process(["verify", "x.h5"], capsys)
+    one_error_line(done, 130, "lfbtool verify interrupted (SIGINT)")
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # given back
+
+
+def test_usage_errors_are_one_line(capsys) -> None:
+    done = run_in_process(["verify", "--no-such-option", "x.h5"], capsys)
+    one_error_line(done, 2, "No such option: --no-such-option", "lfbtool verify --help")
+    done = run_in_process(["extract", "--num-workers", "many"], capsys)
+    one_error_line(done, 2, "--num-workers")
