@@ -165,3 +165,28 @@ def test_refused_checkpoint_leaves_nothing_to_resume(tiny_data, tmp_path, capsys
     code, lines = run_cli(tiny_data.extract_args(out), capsys)  # fixed: no --resume needed
     assert code == 0, lines
     assert (out / "lfb_train.h5").is_file()
+
+
+@pytest.mark.parametrize("case", ["empty annotations", "no proposals for any key", "every key excluded"])
+def test_no_keyframes_is_one_line_and_leaves_out_empty(tiny_data, copy_of, tmp_path, capsys, case):
+    """Nothing to extract (issue 20.9): one line saying why, and OUT untouched (no attempt record, no
+    lock, no parts), so the corrected rerun needs no --resume."""
+    annotations, proposals = copy_of / "annotations.csv", copy_of / "proposals.csv"
+    changes = {"proposals": str(proposals)}
+    if case == "empty annotations":
+        annotations.write_text("")
+        needles = [str(annotations), "no keyframes to extract", "no keys"]
+    elif case == "no proposals for any key":
+        proposals.write_text("other_video,0902,0.1,0.1,0.5,0.5,0.99\n")
+        needles = [str(annotations), "no keyframes to extract", "no proposals", "--whole-frame-fallback"]
+    else:
+        keys = sorted({tuple(line.split(",")[:2]) for line in annotations.read_text().splitlines() if line})
+        (copy_of / "all_excluded.csv").write_text("".join(f"{v},{t}\n" for v, t in keys))
+        changes["excluded"] = str(copy_of / "all_excluded.csv")
+        needles = [str(annotations), "no keyframes to extract", "excluded"]
+    out = tmp_path / "out"
+    out.mkdir()
+    code, lines = run_cli(args_for(tiny_data, copy_of, out, **changes), capsys)
+    assert code == 2
+    assert_one_line_error(code, lines, *needles)
+    assert not any(out.iterdir()), list(out.rglob("*"))  # no lock, no attempt record, no segment

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,13 +75,37 @@ class ExtractResult:
 
 
 def load_keyframes(config: ExtractConfig) -> tuple[list[Keyframe], list[Skipped]]:
+    """The keyframes of ``--annotations`` / ``--proposals``; none at all is an LfbError saying why."""
     annotations = read_annotations(config.annotations) if config.annotations else None
     excluded = read_excluded(config.excluded) if config.excluded else set()
     proposals = read_proposals(config.proposals) if config.proposals else None
-    return build_keyframes(
+    keyframes, skipped = build_keyframes(
         source=config.keyframes, annotations=annotations, excluded=excluded, proposals=proposals,
         score_threshold=config.score_threshold, whole_frame_fallback=config.whole_frame_fallback,
     )
+    if not keyframes:
+        listed = set(annotations if config.keyframes is KeyframeSource.annotated else proposals or {})
+        raise nothing_to_extract(config, len(listed), len(listed & excluded), skipped)
+    return keyframes, skipped
+
+
+def nothing_to_extract(config: ExtractConfig, listed: int, excluded: int, skipped: list[Skipped], *,
+                       all_ranks: bool = False) -> LfbError:
+    """No keyframe left: one line naming the keyframe source and why each key was left out. Raised
+    before anything is written into OUT (a rerun with corrected inputs needs no --resume)."""
+    source = {KeyframeSource.annotated: config.annotations, KeyframeSource.proposals: config.proposals}.get(
+        config.keyframes, config.videos_root or config.frames_root)
+    if listed == 0:
+        why = "it lists no keys"
+    else:
+        reasons = Counter(item.reason for item in skipped)
+        left_out = ([f"{excluded} in --excluded {config.excluded}"] if excluded else []) + [
+            f"{count} {reason}" for reason, count in sorted(reasons.items())]
+        why = f"all {listed} keys were left out ({', '.join(left_out)})"
+    if any(item.reason == "no proposals" for item in skipped):
+        why += "; --whole-frame-fallback keeps keys without proposals"
+    return LfbError(f"{source}: no keyframes to extract: {why}; nothing was written to {config.out}",
+                    all_ranks=all_ranks)
 
 
 def clip_settings(config: ExtractConfig) -> ClipSettings:
@@ -166,6 +191,8 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
         if config.keyframes is not KeyframeSource.every_second:
             keyframes, skipped = load_keyframes(config)
         keyframes, outside = keyframes_inside(keyframes, clip_settings(config))  # unknown or empty videos fail here
+        if not keyframes and outside:
+            raise nothing_to_extract(config, len(skipped) + len(outside), 0, skipped + outside)
         inputs = (resolved, keyframes, sorted(skipped + outside, key=lambda s: (s.video_id, s.timestamp)))
     except LfbError as error:
         failure = error
@@ -174,6 +201,8 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
     on_main(ctx, lambda: _take_lock(lock), share=False)  # before anything is written into OUT, detections included
     if config.keyframes is KeyframeSource.every_second:  # seconds with a whole clip: all inside their videos
         keyframes, skipped, resolved["detection"] = detect_persons_first(config, ctx, show_progress)
+        if not keyframes:  # every rank has the same (shared) detections: all raise, each node prints once
+            raise nothing_to_extract(config, len(skipped), 0, skipped, all_ranks=True)
     result = ExtractResult(output=None, shards_dir=shards_dir(out), skipped=skipped, world_size=ctx.world_size,
                            precision=str(config.precision))
     if show_progress is None:
