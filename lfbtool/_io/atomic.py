@@ -78,6 +78,27 @@ def already_exists(path: Path) -> LfbError:
     return LfbError(f"{path}: already exists; pass --force to replace it")
 
 
+def check_output_path(path: str | os.PathLike[str], *, directory: bool = False, overwrite: bool = True) -> Path:
+    """Refuse, in one line and before any work, an output path that cannot be what the command writes:
+    a symbolic link to nothing (the write would replace the link, or fail deep inside as "in use" or
+    "already exists"), a directory where a file goes, a file where a directory goes; and, without
+    ``overwrite``, an existing file (:func:`already_exists`)."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        fix = "create that directory" if directory else "remove the link"
+        raise LfbError(f"{path}: is a symbolic link to {os.readlink(path)}, which does not exist; {fix} or give "
+                       "another path")
+    if directory:
+        if os.path.lexists(path) and not path.is_dir():
+            raise LfbError(f"{path}: exists and is not a directory")
+        return path
+    if path.is_dir():
+        raise LfbError(f"{path}: is a directory; give the output a file name")
+    if not overwrite and os.path.lexists(path):
+        raise already_exists(path)
+    return path
+
+
 #: errnos of filesystems that have no hard links (FAT, some FUSE and SMB mounts).
 _NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
 

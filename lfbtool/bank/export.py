@@ -22,6 +22,7 @@ import numpy as np
 from lfbtool._io.atomic import (
     already_exists,
     atomic_write,
+    check_output_path,
     discard,
     io_error_text,
     make_directory,
@@ -48,10 +49,9 @@ class ExportSummary:
     rows: int
 
 
-def _prepare_output(path: Path, overwrite: bool) -> None:
+def _prepare_output(path: Path, overwrite: bool, *, directory: bool = False) -> None:
     """An existing output needs ``--force``; a killed export's temporaries (of processes gone) are removed."""
-    if os.path.lexists(path) and not overwrite:
-        raise already_exists(path)
+    check_output_path(path, directory=directory, overwrite=overwrite)
     make_directory(path.parent)
     remove_dead_temporaries([*path.parent.glob(f"{path.name}.tmp-*"), *path.parent.glob(f"{path.name}.old.tmp-*")])
 
@@ -104,13 +104,12 @@ def export_npz_dir(bank_path: str | Path, out_dir: str | Path, *, overwrite: boo
     out_dir = Path(out_dir)
     if _holds_cwd(out_dir):  # "-o .": renamed over, the shell would sit in a deleted directory
         raise LfbError(f"{out_dir}: is the current directory or holds it; export into a new directory (e.g. -o npz)")
-    if os.path.lexists(out_dir) and not out_dir.is_dir():
-        raise LfbError(f"{out_dir}: exists and is not a directory")
+    check_output_path(out_dir, directory=True)
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not overwrite:
             raise already_exists(out_dir)
         _refuse_foreign_files(out_dir)
-    _prepare_output(out_dir, overwrite=True)  # checked above, as a directory
+    _prepare_output(out_dir, overwrite=True, directory=True)  # an existing one checked above
     keyframes = rows_total = 0
     tmp = temporary_path(out_dir)
     try:

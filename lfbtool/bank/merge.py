@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import heapq
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from lfbtool._io.atomic import already_exists
+from lfbtool._io.atomic import check_output_path
 from lfbtool._io.lock import remove_dead_temporaries
 from lfbtool.bank import format as fmt
 from lfbtool.bank.writer import BankWriter
@@ -196,6 +195,5 @@ def _refuse_output(output: Path, inputs: Sequence[Path], overwrite: bool) -> Non
         if Path(path).resolve() == output.resolve() or (output.exists() and Path(path).exists()
                                                         and output.samefile(path)):
             raise LfbError(f"{output}: is also an input of this merge; write the merged bank to a new file")
-    if os.path.lexists(output) and not overwrite:
-        raise already_exists(output)
+    check_output_path(output, overwrite=overwrite)
     remove_dead_temporaries(list(output.parent.glob(f"{output.name}.tmp-*")))

@@ -11,7 +11,6 @@ with torch, through the same restricted unpickler.
 from __future__ import annotations
 
 import json
-import os
 import re
 import zipfile
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from lfbtool._io.atomic import already_exists
+from lfbtool._io.atomic import check_output_path
 from lfbtool._io.lock import remove_dead_temporaries
 from lfbtool.bank.format import all_finite
 from lfbtool.bank.tensor_archive import StoredTensor, load_tensor_archive
@@ -160,8 +159,7 @@ def import_mmaction_pkl(
     mode = mode or mode_from_name(pkl_path)
     if not mode:
         raise LfbError(f"{pkl_path}: cannot tell the mode from the file name (not lfb_<mode>.pkl); pass --mode")
-    if os.path.lexists(out) and not overwrite:
-        raise already_exists(out)
+    check_output_path(out, overwrite=overwrite)
     remove_dead_temporaries(list(out.parent.glob(f"{out.name}.tmp-*")))
     lfb = load_mmaction_pkl(pkl_path)
     if not isinstance(lfb, dict) or not all(isinstance(v, str) for v in lfb):

@@ -20,6 +20,11 @@ CropMode = Literal["center", "three", "ten"]
 Fps = int | Fraction
 
 
+#: The largest frame rate, and the largest denominator of one (six decimals): beyond any camera, and it
+#: keeps frame numbers (fps x seconds) far inside int64 (``--fps 1e400`` is an exact Fraction too).
+MAX_FPS = 10**6
+
+
 def parse_fps(text: str | int | float | Fraction) -> Fraction | Literal["auto"]:
     """``"30"``, ``"29.97"``, ``"30000/1001"`` -> an exact positive Fraction; ``"auto"`` stays ``"auto"``
     (video files: the stream's own rate). ``29.97`` is the decimal 2997/100, not 30000/1001."""
@@ -32,6 +37,9 @@ def parse_fps(text: str | int | float | Fraction) -> Fraction | Literal["auto"]:
                        "(30000/1001) or auto") from None
     if value <= 0:
         raise LfbError(f"fps must be positive, got {text!r}")
+    if value > MAX_FPS or value.denominator > MAX_FPS:
+        raise LfbError(f"fps {text!r} is out of range: at most {MAX_FPS} frames per second, with at most 6 decimals "
+                       f"or a ratio whose denominator is at most {MAX_FPS} (30000/1001)")
     return value
 
 

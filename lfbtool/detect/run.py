@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from lfbtool._io.atomic import check_output_path
 from lfbtool._io.lock import RunLock
 from lfbtool.choices import KeyframeSource
 from lfbtool.data.ava import read_annotations, read_excluded, read_proposals
@@ -122,6 +123,7 @@ def resolve_defaults(config: DetectConfig) -> DetectConfig:
     if config.resume and config.overwrite:
         raise LfbError("--resume and --overwrite exclude each other")
     output_format(config.out)
+    check_output_path(config.out)
     return config
 
 

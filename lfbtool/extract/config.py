@@ -218,6 +218,9 @@ def validate(config: ExtractConfig) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise LfbError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+    workers = config.num_workers
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise LfbError(f"--num-workers must be 0 (decode in the main process) or more, got {workers!r}")
     if not _MODE_NAME.fullmatch(config.mode):
         raise LfbError(f"--mode must be a plain name (letters, digits, _ . + -; names lfb_<mode>.h5), got {config.mode!r}")
     check_frame_template(config.frame_template)

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from lfbtool._io.atomic import check_output_path
 from lfbtool._io.lock import RunLock
 from lfbtool.bank import format as fmt
 from lfbtool.bank.merge import MergeReport
@@ -181,6 +182,7 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
     device = torch.device("cpu")
     try:
         check_mode(config.mode)
+        check_output_path(out, directory=True)
         device = resolve_device(config.device, ctx.local_rank)
         # Everything the user may have got wrong is checked here, before rank 0 writes into OUT:
         # a refused input must not leave an earlier-run record that asks for --resume.
