@@ -19,6 +19,7 @@ from lfbtool.data.batching import (
     KeyframeChunks,
     VideoChunkSampler,
     collate_clips,
+    plan_batches,
     video_lanes,
     worker_schedule,
 )
@@ -130,6 +131,49 @@ def test_worker_schedule_keeps_each_lane_on_one_worker():
     assert worker_schedule(lanes, 0, chunk_size=3) == [(0, 1, 2), (3, 4), (5, 6), (7,)]
     flat = [i for chunk in worker_schedule(lanes, 4, chunk_size=1) for i in chunk]
     assert sorted(flat) == list(range(8))
+
+
+def _batches_of(plan, mine: set[int] | None = None) -> dict[int, tuple[int, ...]]:
+    """Each computed position -> its batch as positions of the whole list (only those in ``mine``)."""
+    found = {}
+    for lane in plan.lanes:
+        for chunk in lane:
+            batch = tuple(plan.compute[i] for i in chunk)
+            for position in batch:
+                if mine is None or position in mine:
+                    found[position] = batch
+    return found
+
+
+def test_plan_batches_picks_whole_batches_of_the_whole_list():
+    ids = ["a"] * 5 + ["b"] * 2 + ["c"]  # lanes of at most 3: [0, 3) [3, 5) [5, 7) [7, 8)
+    whole = plan_batches(ids, range(8), 2, lane_keyframes=3)
+    assert whole.compute == list(range(8)) and all(whole.write)
+    assert whole.lanes == [[(0, 1), (2,)], [(3, 4)], [(5, 6)], [(7,)]]
+    part = plan_batches(ids, [2, 3, 6], 2, lane_keyframes=3)  # a resume, or a rank's block
+    assert part.compute == [2, 3, 4, 5, 6]
+    assert part.write == [True, True, False, False, True]
+    assert part.lanes == [[(0,)], [(1, 2)], [(3, 4)]]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 5])
+def test_every_keyframe_is_computed_in_the_batch_of_an_uninterrupted_run(batch_size):
+    """Whatever was stored before (a resume) and however the rest is split over ranks, each keyframe a
+    rank writes sits in the batch the one-process run gives it, and is written by exactly one rank."""
+    rng = np.random.default_rng(0)
+    ids = sorted(rng.choice(["a", "b", "c", "d"], size=40).tolist())
+    reference = _batches_of(plan_batches(ids, range(len(ids)), batch_size, lane_keyframes=7))
+    for _ in range(20):
+        done = set(rng.choice(len(ids), size=int(rng.integers(0, 30)), replace=False).tolist())
+        todo = [i for i in range(len(ids)) if i not in done]
+        ranks = int(rng.integers(1, 4))
+        written = []
+        for block in np.array_split(np.array(todo, dtype=int), ranks):
+            plan = plan_batches(ids, block.tolist(), batch_size, lane_keyframes=7)
+            mine = set(block.tolist())
+            assert _batches_of(plan, mine) == {i: reference[i] for i in mine}
+            written += [position for position, write in zip(plan.compute, plan.write, strict=True) if write]
+        assert written == todo
 
 
 def test_collate_clips_batches_runs_of_one_shape():

@@ -167,3 +167,35 @@ def test_killed_run_not_yet_reaped_does_not_block_the_resume(tiny_data, referenc
     assert_same_bank(reference, out / "lfb_train.h5")
     assert_extracted_exactly_once(out, keys, resumed.stdout)  # the zombie's temporary was removed
     assert not (out / LOCK_NAME).exists()
+
+
+def test_resume_with_batches_of_three_equals_the_uninterrupted_run(tiny_data, tmp_path, capsys, monkeypatch) -> None:
+    """Batches are cut from the whole keyframe list (lfbtool.data.batching.plan_batches): a resume that
+    starts inside a batch computes that whole batch again and writes only the missing keyframe, so every
+    keyframe is computed in the batch of the uninterrupted run and the banks are bitwise equal."""
+    from lfbtool.models.lfb_model import LFBFeatureModel
+
+    batches = ("--segment-size", "2", "--batch-size", "3")
+    uninterrupted = run_lfbtool(tiny_data.extract_args(tmp_path / "whole", *batches))
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    out = tmp_path / "out"
+    args = tiny_data.extract_args(out, *batches)
+    # batches [a902 a903 a904] [b902 b903] [c902 c903]; killed inside the 3rd: segments {a902 a903}, {a904 b902}
+    killed = run([sys.executable, str(CRASH_RUNNER), *args], LFB_CRASH_AT="forward", LFB_CRASH_N="3")
+    assert killed.returncode == -signal.SIGKILL
+    keys = expected_keys(tiny_data.example)
+    assert [k for seg in segments(out / "shards").values() for k in seg] == keys[:4]
+
+    sizes: list[int] = []
+    forward = LFBFeatureModel.forward
+
+    def counting(self, clips, rois):
+        sizes.append(int(clips.shape[0]))
+        return forward(self, clips, rois)
+
+    monkeypatch.setattr(LFBFeatureModel, "forward", counting)
+    resumed = run_in_process(args + ["--resume"], capsys)
+    assert resumed.returncode == 0, resumed.stderr
+    assert sizes == [2, 2]  # b903 with b902 (stored already, its rows dropped), as uninterrupted; not alone
+    assert summary_counts(resumed.stdout) == (7, 3, 4)
+    assert_same_bank(tmp_path / "whole" / "lfb_train.h5", out / "lfb_train.h5")

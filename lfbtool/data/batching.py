@@ -20,12 +20,14 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Sampler
 
-__all__ = ["InOrder", "KeyframeChunks", "VideoChunkSampler", "collate_clips", "video_lanes", "worker_schedule"]
+__all__ = ["BatchPlan", "InOrder", "KeyframeChunks", "VideoChunkSampler", "collate_clips", "plan_batches", "schedule_chunks",
+           "video_lanes", "worker_schedule"]
 
 #: Keyframes per lane: a lane's first clip costs one seek (up to a GOP of frames decoded twice);
 #: 256 keyframes at 30 fps span 7680 frames, so a 250-frame GOP adds at most ~3.3 %.
@@ -58,6 +60,12 @@ def worker_schedule(lanes: Sequence[range], num_workers: int, chunk_size: int) -
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return schedule_chunks([[tuple(lane[i:i + chunk_size]) for i in range(0, len(lane), chunk_size)] for lane in lanes],
+                           num_workers)
+
+
+def schedule_chunks(lanes: Sequence[Sequence[tuple[int, ...]]], num_workers: int) -> list[tuple[int, ...]]:
+    """:func:`worker_schedule` for lanes already cut into chunks."""
     workers = max(1, num_workers)
     queues: list[deque[tuple[int, ...]]] = [deque() for _ in range(workers)]
     waiting = deque(lanes)
@@ -65,12 +73,47 @@ def worker_schedule(lanes: Sequence[range], num_workers: int, chunk_size: int) -
     while waiting or any(queues):
         for queue in queues:
             if not queue and waiting:
-                lane = waiting.popleft()
-                queue.extend(tuple(lane[i:i + chunk_size]) for i in range(0, len(lane), chunk_size))
+                queue.extend(waiting.popleft())
             schedule.append(queue.popleft() if queue else ())
     while schedule and not schedule[-1]:
         schedule.pop()
     return schedule
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """One rank's share of a run as model batches that depend on the whole keyframe list only.
+
+    A keyframe's features can differ in the last bit with the batch it is computed in (CPU kernels
+    block by batch size), so a resumed run, or a rank whose block starts inside a batch, computes each
+    keyframe in exactly the batch an uninterrupted one-process run puts it in: the whole batch,
+    rows of keyframes it must not write (stored already, or another rank's) computed and dropped.
+    """
+
+    compute: list[int]  # positions in the whole keyframe list, ascending
+    lanes: list[list[tuple[int, ...]]]  # the batches, as indices into ``compute``, grouped by lane
+    write: list[bool]  # per entry of ``compute``: this rank writes its rows
+
+
+def plan_batches(video_ids: Sequence[str], mine: Sequence[int], batch_size: int,
+                 lane_keyframes: int = LANE_KEYFRAMES) -> BatchPlan:
+    """The batches holding any of ``mine`` (positions in ``video_ids``, the run's whole keyframe list):
+    each lane of the whole list (:func:`video_lanes`) cut into ``batch_size`` pieces from its start."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    wanted = set(mine)
+    compute: list[int] = []
+    lanes: list[list[tuple[int, ...]]] = []
+    for lane in video_lanes(video_ids, lane_keyframes):
+        chunks = []
+        for start in range(lane.start, lane.stop, batch_size):
+            batch = range(start, min(start + batch_size, lane.stop))
+            if any(i in wanted for i in batch):
+                chunks.append(tuple(range(len(compute), len(compute) + len(batch))))
+                compute.extend(batch)
+        if chunks:
+            lanes.append(chunks)
+    return BatchPlan(compute, lanes, [i in wanted for i in compute])
 
 
 class VideoChunkSampler(Sampler[tuple[int, ...]]):
@@ -85,6 +128,15 @@ class VideoChunkSampler(Sampler[tuple[int, ...]]):
         self.num_workers = num_workers
         self.lanes = video_lanes(video_ids, lane_keyframes)
         self.schedule = worker_schedule(self.lanes, num_workers, chunk_size)
+
+    @classmethod
+    def of_plan(cls, plan: BatchPlan, *, num_workers: int) -> VideoChunkSampler:
+        """Items are the plan's batches, each lane's on one worker."""
+        sampler = cls.__new__(cls)
+        sampler.num_workers = num_workers
+        sampler.lanes = [range(lane[0][0], lane[-1][-1] + 1) for lane in plan.lanes]
+        sampler.schedule = schedule_chunks(plan.lanes, num_workers)
+        return sampler
 
     def __iter__(self) -> Iterator[tuple[int, ...]]:
         return iter(self.schedule)

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lfbtool.data.ava import Keyframe
-from lfbtool.data.batching import InOrder, KeyframeChunks, VideoChunkSampler, collate_clips
+from lfbtool.data.batching import BatchPlan, InOrder, KeyframeChunks, VideoChunkSampler, collate_clips
 from lfbtool.data.clips import ClipSettings, KeyframeClips
 from lfbtool.errors import LfbError, RunError
 from lfbtool.models import LFBFeatureModel
@@ -32,10 +32,11 @@ def auto_workers(device: torch.device, local_world_size: int = 1) -> int:
     return max(1, min(4, (os.cpu_count() or 1) // max(1, local_world_size)))
 
 
-def extract_block(model: LFBFeatureModel, device: torch.device, todo: list[Keyframe], settings: ClipSettings,
-                  writer: PartWriter, *, batch_size: int, num_workers: int | None,
+def extract_block(model: LFBFeatureModel, device: torch.device, keyframes: list[Keyframe], plan: BatchPlan,
+                  settings: ClipSettings, writer: PartWriter, *, num_workers: int | None,
                   show_progress: bool) -> tuple[int, float]:
-    """Extract ``todo`` into ``writer``; returns the count and the loop's wall time (no model setup).
+    """Compute ``plan``'s batches of ``keyframes`` (the run's whole list) and write the rows the plan
+    gives this rank; returns the count written and the loop's wall time (no model setup).
 
     Each DataLoader worker decodes contiguous runs of one video's keyframes (so every frame is decoded
     once) and builds whole batches; the rows are put back in keyframe order before the writer. A batch
@@ -45,17 +46,18 @@ def extract_block(model: LFBFeatureModel, device: torch.device, todo: list[Keyfr
     workers = num_workers
     if workers is None:
         workers = auto_workers(device, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    todo = [keyframes[position] for position in plan.compute]
     dataset = KeyframeChunks(KeyframeClips(todo, settings), collate=collate_clips)
-    sampler = VideoChunkSampler([k.video_id for k in todo], num_workers=workers, chunk_size=batch_size)
     loader = DataLoader(
-        dataset, sampler=sampler, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
-        prefetch_factor=PREFETCH_BATCHES if workers else None, persistent_workers=False,
+        dataset, sampler=VideoChunkSampler.of_plan(plan, num_workers=workers), batch_size=None, num_workers=workers,
+        pin_memory=device.type == "cuda", prefetch_factor=PREFETCH_BATCHES if workers else None,
+        persistent_workers=False,
     )
     order = InOrder()  # workers run ahead on later runs; rows reach the writer in keyframe order
     done = 0
     started = time.perf_counter()
     with progress_bar("keyframes", show_progress) as progress:
-        task = progress.add_task("extract", total=len(todo), rate="")
+        task = progress.add_task("extract", total=sum(plan.write), rate="")
         for chunk in loader:
             for batch in chunk:
                 if "error" in batch:
@@ -69,12 +71,14 @@ def extract_block(model: LFBFeatureModel, device: torch.device, todo: list[Keyfr
                 counts = [len(todo[index].boxes) for index in indices]
                 for index, rows in zip(indices, features.split(counts), strict=True):
                     for ready, ready_rows in order.push(index, (index, rows)):
-                        keyframe = todo[ready]
-                        writer.append((keyframe.video_id, keyframe.timestamp),
-                                      (ready_rows, keyframe.boxes, keyframe.scores))
-                done += len(indices)
+                        if plan.write[ready]:  # else: stored already, or another rank's (computed for its batch)
+                            keyframe = todo[ready]
+                            writer.append((keyframe.video_id, keyframe.timestamp),
+                                          (ready_rows, keyframe.boxes, keyframe.scores))
+                written = sum(plan.write[index] for index in indices)
+                done += written
                 speed = progress.tasks[0].speed
-                progress.update(task, advance=len(indices), rate=f"{speed:.2f} keyframes/s" if speed else "")
+                progress.update(task, advance=written, rate=f"{speed:.2f} keyframes/s" if speed else "")
     if len(order):
         raise RunError(f"{len(order)} keyframes never reached the writer (a DataLoader item was lost)")
     return done, time.perf_counter() - started

@@ -30,6 +30,7 @@ from lfbtool.data.ava import (
     read_excluded,
     read_proposals,
 )
+from lfbtool.data.batching import plan_batches
 from lfbtool.data.clips import ClipSettings, keyframes_inside
 from lfbtool.detect.outputs import sidecar_path
 from lfbtool.detect.run import DetectConfig, detect_in_context
@@ -209,11 +210,13 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
                            precision=str(config.precision))
     if show_progress is None:
         show_progress = ctx.is_main and sys.stderr.isatty()
-    by_key = {(k.video_id, k.timestamp): k for k in keyframes}
+    position = {(k.video_id, k.timestamp): i for i, k in enumerate(keyframes)}
+    videos = [k.video_id for k in keyframes]
 
-    def work(mine: list, writer: PartWriter) -> None:
-        extract_block(model, device, [by_key[key] for key in mine], clip_settings(config), writer,
-                      batch_size=config.batch_size, num_workers=config.num_workers, show_progress=show_progress)
+    def work(mine: list, writer: PartWriter) -> None:  # batches formed from the whole list: see BatchPlan
+        plan = plan_batches(videos, [position[key] for key in mine], config.batch_size)
+        extract_block(model, device, keyframes, plan, clip_settings(config), writer,
+                      num_workers=config.num_workers, show_progress=show_progress)
 
     def assemble(parts: RunParts) -> tuple[MergeReport, float]:
         started = time.perf_counter()
@@ -224,7 +227,7 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
     bank = fmt.bank_path(out, config.mode)
     run = run_in_parts(
         ctx, segment_parts(out, config.mode, _bank_kwargs(config, resolved)), settings=resume_settings(resolved),
-        keys=list(by_key), work=work, assemble=assemble if config.merge else None, resume=config.resume,
+        keys=list(position), work=work, assemble=assemble if config.merge else None, resume=config.resume,
         overwrite=config.overwrite, segment_size=config.segment_size, final=bank_finished(bank, resume_settings),
         other_output_hint="build this one beside it with another --mode NAME (it names lfb_<mode>.h5)")
     if run.plan.complete:
