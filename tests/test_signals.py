@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lfbtool._io.lock import LOCK_NAME
@@ -163,3 +164,68 @@ def test_usage_errors_are_one_line(capsys) -> None:
     one_error_line(done, 2, "No such option: --no-such-option", "lfbtool verify --help")
     done = run_in_process(["extract", "--num-workers", "many"], capsys)
     one_error_line(done, 2, "--num-workers")
+
+
+def test_sigterm_to_torchrun_each_rank_cleans_up(tiny_data, reference, tmp_path, capsys) -> None:
+    """torchrun forwards SIGTERM to its ranks: both are held at their 2nd forward, each with a segment
+    open under its temporary name; each removes its own, rank 0 releases the lock, one line is ours
+    (torchrun adds its own report); --resume then gives the reference bank."""
+    out, pause = tmp_path / "out", tmp_path / "pause"
+    pause.mkdir()
+    args = tiny_data.extract_args(out, *SEGMENT, "--device", "cpu")
+    env = child_env(LFB_FAULT="pause", LFB_FAULT_N="2", LFB_PAUSE_DIR=str(pause))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(FAULT_RUNNER), *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_default_signals)
+    try:
+        deadline = time.time() + 240
+        while len([p for p in temporaries(out) if "-s000000.h5.tmp-" in p.name]) < 2:  # both ranks inside
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() < deadline, "the ranks never reached the pause"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    ours = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert ours == ["error: lfbtool extract terminated (SIGTERM); finished parts are kept, temporaries removed; "
+                    "rerun with --resume to continue"], err
+    assert not temporaries(out) and not (out / LOCK_NAME).exists()
+    resumed = run_in_process(args + ["--resume"], capsys)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_bank(reference, out / "lfb_train.h5")
+
+
+def test_a_signal_while_a_segment_is_started_leaves_no_temporary(tmp_path, monkeypatch) -> None:
+    """The window the torchrun test hits: the signal arrives inside BankWriter's constructor (the file
+    exists, the caller holds no writer yet to abort), or just after it (the PartWriter holds none yet)."""
+    from lfbtool.bank.writer import BankWriter
+    from lfbtool.extract._segments import segment_parts
+    from lfbtool.runs.parts import RunPlan
+    from lfbtool.runtime.stopping import Stopped
+
+    def stopped(*args, **kwargs):
+        raise Stopped(signal.SIGTERM)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(BankWriter, "_start", stopped)
+        with pytest.raises(Stopped):
+            BankWriter(tmp_path / "a.h5", feature_dim=4)
+    assert not temporaries(tmp_path)
+
+    parts = segment_parts(tmp_path / "out", "train", {"feature_dim": 4, "dtype": "float32"})
+    writer = parts.writer(RunPlan(complete=False, attempt=1), 0, 2)
+    real_start = type(parts.format).start
+
+    def started_then_stopped(self, path):
+        real_start(self, path)  # the temporary exists, its builder is lost
+        raise Stopped(signal.SIGINT)
+
+    monkeypatch.setattr(type(parts.format), "start", started_then_stopped)
+    with pytest.raises(Stopped):
+        writer.append(("v", 902), (np.ones((1, 4), np.float32), np.float32([[0, 0, 1, 1]]), np.float32([1])))
+    assert temporaries(tmp_path)
+    writer.abort()
+    assert not temporaries(tmp_path)

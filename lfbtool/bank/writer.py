@@ -76,11 +76,21 @@ class BankWriter:
         except (OSError, RuntimeError) as error:
             discard(self.tmp_path)
             raise RunError(f"{self.path}: cannot write the bank here ({io_error_text(error)})") from error
+        except BaseException:  # SIGINT / SIGTERM while the file is created
+            discard(self.tmp_path)
+            raise
+        try:
+            self._start(mode, config_json, config_fingerprint, checkpoint_sha256)
+        except BaseException:  # a signal (or a failed write) before the writer is returned: its caller cannot abort it
+            self.abort()
+            raise
+
+    def _start(self, mode: str, config_json: str, config_fingerprint: str, checkpoint_sha256: str) -> None:
         attrs = {
             "format": fmt.FORMAT_NAME,
             "format_version": fmt.FORMAT_VERSION,
             "feature_dim": self.feature_dim,
-            "dtype": dtype,
+            "dtype": self.dtype,
             "mode": mode,
             "config": config_json,
             "config_fingerprint": config_fingerprint,

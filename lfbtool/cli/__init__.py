@@ -137,4 +137,4 @@ def _run_app(debug: bool) -> int:
         return 1
     if code == 130:  # typer turns a KeyboardInterrupt into Exit(130), returned here
         raise KeyboardInterrupt
-    return code if isinstance(code, int) else 0
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0

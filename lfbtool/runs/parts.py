@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from lfbtool._io.atomic import discard, temporary_path
 from lfbtool._io.lock import remove_dead_temporaries
 from lfbtool.errors import LfbError
 from lfbtool.runs.naming import PartName, check_mode, parse_record, part_name
@@ -121,10 +122,12 @@ class PartWriter:
         return manifest.write(self.parts.directory)
 
     def abort(self) -> None:
-        """Drop the part in progress; published parts stay (a resume keeps them)."""
+        """Drop the part in progress; published parts stay (a resume keeps them). Its temporary goes too
+        when a signal came while it was being started, before this writer held it."""
         builder, self._open = self._open, None
         if builder is not None:
             builder.abort()
+        discard(temporary_path(self.parts.part_path(self.attempt, self.rank, len(self._published))))
 
 
 @dataclass
