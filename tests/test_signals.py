@@ -5,6 +5,7 @@ An interrupt during start-up (while the CLI is imported) is the same one line.""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -33,14 +34,21 @@ def _default_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def _own_group() -> None:
+    """:func:`_default_signals` in a process group of its own, which a Ctrl-C at a terminal reaches whole."""
+    _default_signals()
+    os.setpgrp()
+
+
 def signal_when_paused(args: list[str], fault: str, n: int, pause: Path, signum: int,
-                       check_paused=None) -> subprocess.CompletedProcess:
+                       check_paused=None, *, group: bool = False) -> subprocess.CompletedProcess:
     """Run ``lfbtool ARGS`` with ``fault`` (a pause) at its ``n``th event; once it waits there, call
-    ``check_paused()`` and send ``signum``; the finished process."""
+    ``check_paused()`` and send ``signum`` (``group``: to its whole process group, DataLoader workers
+    included, as a terminal does); the finished process."""
     pause.mkdir()
     env = child_env(LFB_FAULT=fault, LFB_FAULT_N=str(n), LFB_PAUSE_DIR=str(pause))
     proc = subprocess.Popen([sys.executable, str(FAULT_RUNNER), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_default_signals)
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_own_group if group else _default_signals)
     try:
         deadline = time.time() + 240
         while not (pause / "paused").exists():
@@ -49,7 +57,10 @@ def signal_when_paused(args: list[str], fault: str, n: int, pause: Path, signum:
             time.sleep(0.05)
         if check_paused is not None:
             check_paused()
-        proc.send_signal(signum)
+        if group:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -74,6 +85,20 @@ def test_signal_during_extract_then_resume_gives_the_reference(signum, tiny_data
     assert not (out / "lfb_train.h5").exists()
     assert (out / "shards" / "train-a001-r00000-s000000.h5").exists()  # finished work is kept
 
+    resumed = run_in_process(args + ["--resume"], capsys)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_bank(reference, out / "lfb_train.h5")
+
+
+def test_ctrl_c_to_the_process_group_with_dataloader_workers(tiny_data, reference, tmp_path, capsys) -> None:
+    """A terminal's Ctrl-C reaches the DataLoader workers too: they end quietly (no traceback of
+    theirs), the main process cleans up and says so once."""
+    out = tmp_path / "out"
+    args = tiny_data.extract_args(out, *SEGMENT)
+    args[args.index("--num-workers") + 1] = "2"
+    stopped = signal_when_paused(args, "pause", 4, tmp_path / "pause", signal.SIGINT, group=True)
+    one_error_line(stopped, 130, "lfbtool extract interrupted (SIGINT)")
+    assert not temporaries(out) and not (out / LOCK_NAME).exists()
     resumed = run_in_process(args + ["--resume"], capsys)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_bank(reference, out / "lfb_train.h5")
