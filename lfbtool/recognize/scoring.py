@@ -288,7 +288,7 @@ def recognize(
     ``on_notice`` receives one-line notices (a video shorter than one clip loops its frames).
     ``keep_going``: a bad input yields a result with ``error`` instead of raising. ``embeddings``:
     also return the clip embeddings (one forward gives both). ``gradcam_views``: keep the raw views
-    Grad-CAM reads (see :func:`lfbtool.gradcam.gradcam`).
+    Grad-CAM reads (see :func:`lfbtool.recognize.gradcam.gradcam`).
     """
     paths = expand_inputs(inputs)
     device = torch.device(device)
