@@ -187,3 +187,13 @@ def test_name_resolution(name: str, exists: bool) -> None:
 ])
 def test_path_resolution(path: str, exists: bool | None) -> None:
     assert path_exists(path) is exists
+
+
+def test_docs_name_the_current_bank_format_version() -> None:
+    from lfbtool.bank.format import FORMAT_NAME, FORMAT_VERSION
+
+    readme = next(line for line in (ROOT / "README.md").read_text().splitlines() if "docs/bank-format.md` —" in line)
+    heading = (ROOT / "docs" / "bank-format.md").read_text().splitlines()[0]
+    for where, text in (("README.md", readme), ("docs/bank-format.md", heading)):
+        found = re.search(rf"`{FORMAT_NAME}`,? version (\d+)", text)
+        assert found and int(found.group(1)) == FORMAT_VERSION, f"{where} names another format version: {text}"
