@@ -197,3 +197,65 @@ def test_docs_name_the_current_bank_format_version() -> None:
     for where, text in (("README.md", readme), ("docs/bank-format.md", heading)):
         found = re.search(rf"`{FORMAT_NAME}`,? version (\d+)", text)
         assert found and int(found.group(1)) == FORMAT_VERSION, f"{where} names another format version: {text}"
+
+
+def documented_package_arrows(text: str) -> set[tuple[str, str]]:
+    """``a --> b & c`` lines of the mermaid block in docs/architecture.md as (a, b), (a, c)."""
+    block = text.split("```mermaid", 1)[1].split("```", 1)[0]
+    arrows = set()
+    for line in block.splitlines():
+        if "-->" in line:
+            source, targets = line.split("-->")
+            arrows |= {(source.strip(), target.strip()) for target in targets.split("&")}
+    return arrows
+
+
+def package_arrows() -> set[tuple[str, str]]:
+    """Package -> package imports of lfbtool (modules of the root package left out)."""
+    from tests.test_imports import import_graph
+
+    def package(module: str) -> str | None:
+        parts = module.split(".")
+        return parts[1] if len(parts) > 1 and (PACKAGE / parts[1]).is_dir() else None
+
+    return {(package(a), package(b)) for a, targets in import_graph().items() for b in targets
+            if package(a) and package(b) and package(a) != package(b)}
+
+
+def test_architecture_diagram_is_the_import_graph() -> None:
+    documented = documented_package_arrows((ROOT / "docs" / "architecture.md").read_text())
+    actual = package_arrows()
+    assert documented == actual, (f"docs/architecture.md's diagram differs from the imports: missing "
+                                  f"{sorted(actual - documented)}; not imported {sorted(documented - actual)}")
+
+
+def test_diagram_parser() -> None:
+    assert documented_package_arrows("x\n```mermaid\ngraph TD\n  a --> b & c\n  c --> b\n```\n") == {
+        ("a", "b"), ("a", "c"), ("c", "b")}
+
+
+#: Options of other programs named in the docs (torchrun's) and options the docs say do not exist.
+FOREIGN_OPTIONS = {"--nproc_per_node", "--nnodes", "--node_rank", "--rdzv_backend", "--rdzv_endpoint", "--rdzv_id",
+                   "--rdzv_", "--master_addr", "--master_port", "--standalone", "--break-lock"}
+
+
+def test_documented_options_exist() -> None:
+    """Every ``--option`` in README and docs/ is an option of some lfbtool command (lines about the
+    benchmark scripts, which have their own options, aside)."""
+    import typer.main
+
+    from lfbtool.cli import app
+
+    command = typer.main.get_command(app)
+    options = {"--help"} | {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+    for sub in command.commands.values():
+        options |= {o for p in sub.params for o in (*p.opts, *p.secondary_opts)}
+    unknown = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for number, line in enumerate(doc.read_text().splitlines(), 1):
+            if "benchmarks/" in line:
+                continue
+            for found in re.finditer(r"(?<![\w-])--[a-z][\w-]*", line):
+                if found.group(0) not in options | FOREIGN_OPTIONS:
+                    unknown.append(f"{doc.relative_to(ROOT)}:{number}: {found.group(0)}")
+    assert not unknown, "options no lfbtool command has:\n" + "\n".join(unknown)
