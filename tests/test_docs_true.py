@@ -259,3 +259,9 @@ def test_documented_options_exist() -> None:
                 if found.group(0) not in options | FOREIGN_OPTIONS:
                     unknown.append(f"{doc.relative_to(ROOT)}:{number}: {found.group(0)}")
     assert not unknown, "options no lfbtool command has:\n" + "\n".join(unknown)
+
+
+def test_readme_lists_every_doc() -> None:
+    readme = (ROOT / "README.md").read_text()
+    unlisted = [p.name for p in sorted((ROOT / "docs").glob("*.md")) if f"- `docs/{p.name}` —" not in readme]
+    assert not unlisted, f"README's Documentation list lacks {unlisted}"
