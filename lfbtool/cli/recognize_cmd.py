@@ -141,6 +141,7 @@ def recognize_command(
     built = build_recognizer(backbone, checkpoint=str(checkpoint) if checkpoint else None, weights=weights)
     recognizer = built.recognizer
     names = load_labels(labels, recognizer.num_classes, built.categories)
+    given.check_labels(recognizer.num_classes)
     settings = resolve_settings(recognizer, RecognizeOptions(
         num_clips=num_clips, clip_len=clip_len, frame_interval=frame_interval, short_side=short_side,
         crop_size=crop_size, crops=crops, average_clips=average_clips, max_testing_views=max_testing_views,

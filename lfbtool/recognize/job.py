@@ -159,10 +159,7 @@ def run_recognize(
     given = input_list(inputs)
     paths, listed, labels = given.paths, given.total_frames, given.labels
     texts = [str(p) for p in paths]
-    if labels is not None and any(not 0 <= label < recognizer.num_classes for label in labels):
-        index = next(i for i, label in enumerate(labels) if not 0 <= label < recognizer.num_classes)
-        raise LfbError(f"{given.where(index)}: label {labels[index]} is not a class of the model "
-                       f"(0..{recognizer.num_classes - 1})")
+    given.check_labels(recognizer.num_classes)
     # what --resume compares: the inputs, and with an annotation list their frame counts and labels
     digested = texts if given.source is None else [
         f"{p}\t{n}\t{label}" for p, n, label in zip(texts, listed, labels or [None] * len(texts), strict=True)]

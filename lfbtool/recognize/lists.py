@@ -86,6 +86,12 @@ class InputList:
             return str(self.paths[index])
         return f"{self.source}: line {self.lines[index]}"
 
+    def check_labels(self, num_classes: int) -> None:
+        """Every label must be a class of the model: one line naming the first that is not."""
+        for index, label in enumerate(self.labels or []):
+            if not 0 <= label < num_classes:
+                raise LfbError(f"{self.where(index)}: label {label} is not a class of the model (0..{num_classes - 1})")
+
 
 def input_list(inputs: Sequence[str | os.PathLike[str]] | InputList) -> InputList:
     """Paths and ``@list.txt`` expanded (:func:`expand_inputs`); an InputList as it is."""
