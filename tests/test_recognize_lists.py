@@ -214,7 +214,7 @@ def test_a_bad_list_line_costs_no_torch_start_up(tmp_path):
     ann.write_text("v0.mp4 1 2\n")
     done, loaded = lfbtool_light("recognize", "--backbone", "r3d_18", "--checkpoint", tmp_path / "none.pth",
                                  "--ann-file", ann)
-    lines = done.stderr.strip().splitlines()[:-1]  # the last line is the wrapper's LOADED report
+    lines = [line for line in done.stderr.splitlines()[:-1] if line]  # the last: the wrapper's LOADED report
     assert done.returncode == 2 and lines == [f"error: {ann}: line 1: 2 labels; multi-label lists are not supported "
                                               "(expected 'path label')"]
     assert loaded == []
