@@ -150,6 +150,10 @@ def recognize_command(
     job = RecognizeJob(out=out, features=features, gradcam_dir=gradcam, gradcam_layer=gradcam_layer,
                        gradcam_class=gradcam_class, resume=resume, overwrite=overwrite, keep_going=not fail_fast,
                        gradcam_clips=gradcam_clips, top_k=top_k, progress=sys.stderr.isatty())
+    if gradcam is not None:
+        from lfbtool.recognize.gradcam_views import parse_gradcam_clips
+
+        parse_gradcam_clips(gradcam_clips, settings, recognizer.is_2d)
     info = run_settings(recognizer, settings, job, checkpoint=checkpoint, weights=weights, names=names)
     ctx = init_from_env()
     try:

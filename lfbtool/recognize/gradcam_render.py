@@ -25,7 +25,7 @@ ALPHA = 0.5
 LINE = 12  # pixels per text line (PIL's default bitmap font is 11 high)
 HEADER_LINES = 3  # input name; top-1 label and score; the map's class and layer
 COLUMNS = 8  # frames per row of a view's band
-MIN_WIDTH = 256  # room for the header text beside small clips
+MIN_WIDTH = 320  # room for the header and caption text beside small clips
 BAR_HEIGHT = 10
 MARGIN = 4
 
