@@ -165,11 +165,16 @@ def test_rawframes_list_samples_from_the_listed_frame_count(data, tmp_path, monk
     assert first["num_frames"] == 8 and torch.equal(torch.tensor(first["scores"]), expected.scores)
     assert (first["label"], second["label"]) == (3, 5)
     ann.write_text("d0 8 3\nd1 9 5\n")  # the list claims more frames than d1 holds: a failed input
+    dump = tmp_path / "results.pkl"
     done = run_main(monkeypatch, capsys, *cli(data, "--ann-file", ann, "--ann-format", "rawframes",
-                                               "--data-prefix", data["root"] / "frames"))
-    assert done.returncode == 1
+                                               "--data-prefix", data["root"] / "frames", "--dump", dump))
+    assert done.returncode == 2
     assert "the annotation list gives 9 frames but the directory holds 6" in done.stderr
     assert "accuracy over 1 labelled inputs (1 failed, left out)" in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: --dump {dump}: not written, 1 input(s) failed (first {data['root'] / 'frames' / 'd1'}); "
+                      "MMAction2's dump has one entry per sample: fix or remove them and rerun with --resume"]
+    assert not dump.exists() and not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
 @pytest.mark.parametrize(("fmt", "text", "needle"), [
