@@ -294,3 +294,36 @@ def test_an_input_list_is_taken_as_it_is(data):
     summary = run_recognize(given, recognizer, settings, job, info)
     assert [r["input"] for r in summary.records] == ["@nowhere.txt", str(data["videos"][0])]
     assert "no such video file" in summary.records[0]["error"] and summary.records[1].get("error") is None
+
+
+# --- progress ---------------------------------------------------------------------------------------------
+
+
+def test_rank_zero_scales_its_share_to_the_whole_run(monkeypatch):
+    """Rank 0 of 2 holds 3 of 5 inputs: after each of its inputs the bar shows 2, 3, then all 5."""
+    import lfbtool.recognize.progress as progress
+    from lfbtool.runtime.distributed import DistContext
+
+    monkeypatch.setattr(progress, "all_gather", lambda ctx, share: [share, 2])
+    bar = progress.RankProgress(DistContext(rank=0, world_size=2), 3, enabled=False)
+    assert bar.total == 5
+    shown = []
+    with bar:
+        for _ in range(3):
+            bar.advance()
+            shown.append(bar._bar.tasks[0].completed)
+    assert shown == [2, 3, 5]
+    assert progress.shown_count(2, 2, 3) == 3 and progress.shown_count(0, 0, 4) == 4  # never past the total
+
+
+def test_the_progress_bar_counts_every_input(data, capsys):
+    from lfbtool.recognize.job import RecognizeJob, run_recognize, run_settings
+
+    recognizer, settings = data["recognizer"], data["settings"]
+    job = RecognizeJob(progress=True)
+    capsys.readouterr()
+    run_recognize(data["videos"][:3], recognizer, settings, job, run_settings(recognizer, settings, job))
+    err = capsys.readouterr().err
+    assert "inputs" in err and "3/3" in err, err
+    run_recognize(data["videos"][:3], recognizer, settings, RecognizeJob(), run_settings(recognizer, settings, job))
+    assert "3/3" not in capsys.readouterr().err  # off unless asked (the CLI asks at a terminal)
