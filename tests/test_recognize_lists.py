@@ -235,17 +235,33 @@ def test_nested_lists_expand_once_in_place_and_resume_accepts_the_same_command(d
     inner.write_text(f"{v[1]}\n# a comment\n{v[2]}\n")
     outer.write_text(f"{v[0]}\n@{inner}\n{v[3]}\n@{inner}\n")  # the same list twice is no cycle
     assert [str(p) for p in expand_inputs([f"@{outer}"])] == [v[0], v[1], v[2], v[3], v[1], v[2]]
-    out = tmp_path / "results.jsonl"
-    done = run_main(monkeypatch, capsys, *cli(data, f"@{outer}", "--out", out))
+    reference = tmp_path / "reference.jsonl"
+    done = run_main(monkeypatch, capsys, *cli(data, f"@{outer}", "--out", reference))
     assert done.returncode == 0, done.stderr
-    records = [json.loads(line) for line in out.read_text().splitlines()]
+    records = [json.loads(line) for line in reference.read_text().splitlines()]
     assert [r["input"] for r in records] == [v[0], v[1], v[2], v[3], v[1], v[2]]
     assert [r["index"] for r in records] == list(range(6))
     assert records[1]["scores"] == records[4]["scores"]  # the same input scored the same wherever it appears
-    before = out.read_bytes()
+
+    import lfbtool.recognize.job as job_module
+
+    scored = job_module.score_paths
+
+    def interrupted(*args, **kwargs):  # Ctrl-C after the third input was recorded
+        for count, result in enumerate(scored(*args, **kwargs)):
+            if count == 3:
+                raise KeyboardInterrupt
+            yield result
+
+    out = tmp_path / "results.jsonl"
+    monkeypatch.setattr(job_module, "score_paths", interrupted)
+    assert run_main(monkeypatch, capsys, *cli(data, f"@{outer}", "--out", out)).returncode == 130
+    monkeypatch.setattr(job_module, "score_paths", scored)
+    assert not out.exists() and (tmp_path / "results.jsonl.parts").is_dir()
     again = run_main(monkeypatch, capsys, *cli(data, f"@{outer}", "--out", out, "--resume"))
-    assert again.returncode == 0, again.stderr
-    assert out.read_bytes() == before
+    assert again.returncode == 0, again.stderr  # the same command resumes: the list means the same inputs
+    assert "3 already recorded" in again.stderr
+    assert out.read_bytes() == reference.read_bytes()  # equal to the uninterrupted run
 
 
 @pytest.mark.parametrize("shape", ["self", "pair"])

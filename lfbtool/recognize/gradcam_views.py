@@ -127,6 +127,6 @@ def write_gradcam(recognizer: BaseRecognizer, result: VideoResult, job: Recogniz
     label = names[top_class] if names is not None else f"class {top_class}"
     explained = names[target] if names is not None else f"class {target}"
     header = [Path(result.input).name, f"top-1: {label} ({top_score:.3f}, average {settings.average_clips})",
-              f"map of {explained} at {layer}, {len(chosen)} view(s)"]
+              f"map of {explained} at {layer}, {len(chosen)} {'crop' if is_2d else 'view'}(s)"]
     files = write_gradcam_files(job.gradcam_dir, Path(result.input).name, panels, header)
     return {"class": target, "layer": layer, "views": chosen, "files": [str(f) for f in files]}

@@ -148,9 +148,10 @@ def run_recognize(
 
     ``inputs``: paths and ``@list.txt`` (expanded once, here), or an :class:`InputList` taken as it is
     (the CLI's, or an MMAction2 annotation list from :func:`lfbtool.recognize.lists.read_annotations`,
-    whose labels go into the records as ``label`` and into the summary's accuracy). ``run_info``: :func:`run_settings`'s dict; with the digest of the input
-    list it is what the records carry and what ``--resume`` compares. The inputs are split over the ranks and written in parts by
-    the run scaffold (:mod:`lfbtool.runs.scaffold`); rank 0 writes the files in input order at the end.
+    whose labels go into the records as ``label`` and into the summary's accuracy). ``run_info``:
+    :func:`run_settings`'s dict; with the digest of the input list it is what the records carry and
+    what ``--resume`` compares. The inputs are split over the ranks and written in parts by the run
+    scaffold (:mod:`lfbtool.runs.scaffold`); rank 0 writes the files in input order at the end.
     ``on_record`` is called on rank 0 for each new record in input order (as they come in one process,
     after every rank is done under torchrun); ``on_failure`` on the rank where an input failed. Every
     rank returns the same summary.
