@@ -27,7 +27,8 @@ CLASSES = 7
 PNG = "img_{:05d}.png"
 OPTIONS = ["--num-clips", "2", "--clip-len", "4", "--frame-interval", "1", "--short-side", "32", "--crop-size", "32",
            "--device", "cpu", "--frame-template", PNG]
-DUMP_KEYS = ["img_shape", "num_classes", "gt_label", "pred_score", "pred_label"]  # to_dict(): metainfo, then data
+# ActionDataSample.to_dict(): metainfo keys, then data keys (each group a set in MMAction2; lfbtool's order fixed)
+DUMP_KEYS = ["img_shape", "num_classes", "gt_label", "pred_score", "pred_label"]
 
 
 def run_main(monkeypatch, capsys, *args: str | Path) -> subprocess.CompletedProcess:
