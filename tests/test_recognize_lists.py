@@ -265,6 +265,14 @@ def test_nested_lists_expand_once_in_place_and_resume_accepts_the_same_command(d
     assert out.read_bytes() == reference.read_bytes()  # equal to the uninterrupted run
 
 
+def test_a_missing_nested_list_names_the_line_that_named_it(data, tmp_path, monkeypatch, capsys):
+    outer = tmp_path / "outer.txt"
+    outer.write_text(f"{data['videos'][0]}\n\n@{tmp_path / 'gone.txt'}\n")
+    done = run_main(monkeypatch, capsys, *cli(data, f"@{outer}", "--out", tmp_path / "r.jsonl"))
+    one_error_line(done, 2, f"{outer}: line 3: {tmp_path / 'gone.txt'}: cannot read input list (No such file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outer.txt"]
+
+
 @pytest.mark.parametrize("shape", ["self", "pair"])
 def test_a_cycle_of_lists_is_one_error_naming_it(data, tmp_path, monkeypatch, capsys, shape):
     first, second = tmp_path / "x.txt", tmp_path / "y.txt"

@@ -48,7 +48,11 @@ def _expand(text: str, paths: list[Path], chain: tuple[tuple[Path, str], ...], w
         cycle = [shown for _, shown in chain[opened.index(resolved):]] + [str(listing)]
         raise LfbError(f"{where}@{listing} makes a cycle of input lists ({' -> '.join(cycle)}); "
                        "a list may not name itself, directly or through other lists")
-    for number, line in enumerate(read_text_lines(listing, "input list"), start=1):
+    try:
+        lines = read_text_lines(listing, "input list")
+    except LfbError as error:  # a nested list that cannot be read: say which line named it
+        raise LfbError(f"{where}{error}") from None
+    for number, line in enumerate(lines, start=1):
         entry = line.strip()
         if entry and not entry.startswith("#"):
             _expand(entry, paths, (*chain, (resolved, str(listing))), f"{listing}: line {number}: ")
