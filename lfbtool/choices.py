@@ -78,3 +78,11 @@ class ExportFormat(Choice):
 
     mmaction_pkl = "mmaction-pkl"
     npz_dir = "npz-dir"
+
+
+class AnnFormat(Choice):
+    """Line layout of an MMAction2 annotation list: VideoDataset's ``path label`` or RawframeDataset's
+    ``frame_dir total_frames label``."""
+
+    video = "video"
+    rawframes = "rawframes"

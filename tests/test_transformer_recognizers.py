@@ -208,8 +208,9 @@ def test_vit_recognize_uses_the_configs_views_and_writes_features_and_gradcam(vi
     probs = torch.softmax(torch.nn.functional.linear(pooled, state["cls_head.fc_cls.weight"],
                                                      state["cls_head.fc_cls.bias"]), dim=1).mean(0)
     assert record["top_k"][0]["score"] == pytest.approx(float(probs.max()), rel=1e-5)
-    heat = np.load(tmp_path / "cam" / "v.mp4.gradcam.npy")
-    assert heat.shape == (16, 32, 32) and heat.min() == 0 and heat.max() == pytest.approx(1.0)
+    heat = np.load(tmp_path / "cam" / "v.mp4.gradcam.npy")  # [views drawn, T, H, W]: the top-scoring view
+    assert heat.shape == (1, 16, 32, 32) and heat.min() == 0 and heat.max() == pytest.approx(1.0)
+    assert record["gradcam"]["views"][0] in range(6)
 
 
 def test_vit_chunked_views_give_the_unchunked_scores(vit_recognizer) -> None:
