@@ -35,6 +35,7 @@ from lfbtool.errors import LfbError
 from lfbtool.extract._loop import extract_block
 from lfbtool.extract._segments import bank_finished, merge_shards, segment_parts, shards_dir
 from lfbtool.extract.config import ExtractConfig, fingerprint, hash_inputs, resolved_dict, resume_settings
+from lfbtool.extract.detect_agreement import check_against_detect
 from lfbtool.models import (
     LFBFeatureModel,
     backbone_spec,
@@ -156,6 +157,7 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
     device = torch.device("cpu")
     try:
         check_mode(config.mode)
+        check_against_detect(config)  # a detect output's sidecar: the same frames as its boxes
         device = resolve_device(config.device, ctx.local_rank)
         # Everything the user may have got wrong is checked here, before rank 0 writes into OUT:
         # a refused input must not leave an earlier-run record that asks for --resume.
