@@ -66,10 +66,7 @@ def diff_command(
     atol: Annotated[float, typer.Option("--atol", help="Features this close (absolute) count as equal; "
                                         "0 (default): bitwise.")] = 0.0,
 ) -> None:
-    """Compare two banks: keys only in one, row counts, boxes, scores, and feature |diff| and cosine.
-
-    Example: lfbtool diff out_1gpu/lfb_val.h5 out_torchrun/lfb_val.h5 --atol 1e-3
-    """
+    """Compare two banks: keys only in one, row counts, boxes, scores, and feature |diff| and cosine."""
     from lfbtool.bank.diff import diff_banks
 
     diff = diff_banks(a, b, atol=atol)
