@@ -9,32 +9,32 @@ option that fixes it. Proposals without a sidecar (MMAction2's, FAIR's) are take
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 from lfbtool.detect.outputs import sidecar_path, sidecar_settings
 from lfbtool.errors import LfbError
-from lfbtool.extract.config import ExtractConfig
 
 
 def _fps_words(fps: Fraction | str) -> str:
     return "auto (each video's own rate)" if fps == "auto" else str(fps)
 
 
-def _disagreements(config: ExtractConfig, theirs: dict[str, Any]) -> list[str]:
+def _disagreements(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
     from lfbtool.data.sampling import parse_fps
 
     found: list[str] = []
     detected_fps = parse_fps(theirs["fps"])
-    if detected_fps != config.fps:
-        found.append(f"fps: detect used {_fps_words(detected_fps)}, extract has --fps {config.fps} "
+    if detected_fps != ours["fps"]:
+        found.append(f"fps: detect used {_fps_words(detected_fps)}, extract has --fps {ours['fps']} "
                      f"(pass --fps {detected_fps})")
     for name in ("timestamp_start", "start_index"):
         flag = f"--{name.replace('_', '-')}"
-        if int(theirs[name]) != getattr(config, name):
-            found.append(f"{name}: detect used {theirs[name]}, extract has {flag} {getattr(config, name)} "
+        if int(theirs[name]) != ours[name]:
+            found.append(f"{name}: detect used {theirs[name]}, extract has {flag} {ours[name]} "
                          f"(pass {flag} {theirs[name]})")
     # every-second: the clip chose which seconds have a whole clip (annotated / proposals keys: it chose nothing)
-    clip, detected_clip = (config.clip_len, config.frame_interval), (int(theirs["clip_len"]), int(theirs["frame_interval"]))
+    clip, detected_clip = (ours["clip_len"], ours["frame_interval"]), (int(theirs["clip_len"]), int(theirs["frame_interval"]))
     if theirs.get("keyframes") == "every-second" and clip != detected_clip:
         found.append(f"clip: detect chose the seconds with a whole clip of {detected_clip[0]} x {detected_clip[1]}, "
                      f"extract has --clip-len {clip[0]} --frame-interval {clip[1]} (pass --clip-len "
@@ -42,16 +42,20 @@ def _disagreements(config: ExtractConfig, theirs: dict[str, Any]) -> list[str]:
     return found
 
 
-def check_against_detect(config: ExtractConfig) -> None:
-    """LfbError when ``config.proposals`` has a detect sidecar whose frame placement disagrees."""
-    if config.proposals is None:
+def check_against_detect(proposals: Path | None, *, fps: Fraction | str, timestamp_start: int, start_index: int,
+                         clip_len: int, frame_interval: int) -> None:
+    """LfbError when ``proposals`` has a detect sidecar whose frame placement disagrees with these
+    settings of extract (``fps``: a Fraction or ``"auto"``)."""
+    if proposals is None:
         return
-    theirs = sidecar_settings(config.proposals)
+    theirs = sidecar_settings(proposals)
     if theirs is None:
         return
-    sidecar = sidecar_path(config.proposals)
+    sidecar = sidecar_path(proposals)
+    ours = {"fps": fps, "timestamp_start": timestamp_start, "start_index": start_index, "clip_len": clip_len,
+            "frame_interval": frame_interval}
     try:
-        found = _disagreements(config, theirs)
+        found = _disagreements(ours, theirs)
     except (KeyError, TypeError, ValueError, LfbError) as error:
         raise LfbError(f"{sidecar}: not a sidecar written by lfbtool detect (bad or missing setting: {error}); "
                        "fix or remove it") from None

@@ -157,7 +157,9 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
     device = torch.device("cpu")
     try:
         check_mode(config.mode)
-        check_against_detect(config)  # a detect output's sidecar: the same frames as its boxes
+        check_against_detect(config.proposals, fps=config.fps, timestamp_start=config.timestamp_start,
+                             start_index=config.start_index, clip_len=config.clip_len,
+                             frame_interval=config.frame_interval)  # a detect sidecar: the frames of its boxes
         device = resolve_device(config.device, ctx.local_rank)
         # Everything the user may have got wrong is checked here, before rank 0 writes into OUT:
         # a refused input must not leave an earlier-run record that asks for --resume.
