@@ -9,15 +9,14 @@ from typing import Annotated
 
 import typer
 
-from lfbtool.runtime.console import stdout
+from lfbtool.runtime.console import some, stdout
 
 #: Keys named per category in the text output; the rest is counted ("+N more"); --json lists all.
 SHOWN_KEYS = 5
 
 
 def _some(keys: list[str]) -> str:
-    shown = ", ".join(keys[:SHOWN_KEYS])
-    return shown + (f", +{len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else "")
+    return some(keys, SHOWN_KEYS)
 
 
 def _plural(n: int, word: str) -> str:
