@@ -56,6 +56,14 @@ def test_help_has_an_example_every_choice_and_no_bool(command, capsys, wide):
         assert f"<{'|'.join(values)}>" in line, (option, line)
 
 
+def test_examples_fit_80_columns():
+    from lfbtool.cli.help import EXAMPLE_WIDTH, EXAMPLES
+
+    long = [line for text in EXAMPLES.values() for line in text.splitlines() if len(line) > EXAMPLE_WIDTH]
+    assert not long, long
+    assert set(EXAMPLES) == {"", *COMMANDS}
+
+
 def test_enum_options_are_declared_as_enums():
     # the options that take a fixed set of names list them; a plain str would show <str>
     assert enum_options("recognize").keys() >= {"--crops", "--average-clips", "--precision"}

@@ -17,16 +17,17 @@ from typer.core import TyperCommand, TyperGroup
 #: paths are placeholders). Rich markup is on, so no square brackets here.
 EXAMPLES: dict[str, str] = {
     "": "Examples:\n"
-        "  make demo                                 the bundled example, end to end\n"
-        "  lfbtool extract --config my.toml          see lfbtool extract --help",
+        "  make demo                         the bundled example, end to end\n"
+        "  lfbtool extract --config my.toml  see lfbtool extract --help",
     "extract": "Examples:\n"
-               "  lfbtool extract --mode train --out work_dirs/lfb --annotations ava_train_v2.1.csv \\\n"
-               "    --proposals proposals_train.pkl --frames-root rawframes --checkpoint slowonly_r50_ava.pth\n"
-               "  lfbtool extract --videos-root videos --keyframes every-second --detector-checkpoint coco.pth \\\n"
-               "    --checkpoint slowonly_r50_ava.pth --out bank\n"
+               "  lfbtool extract --mode train --out work_dirs/lfb \\\n"
+               "    --annotations ava_train_v2.1.csv --proposals proposals_train.pkl \\\n"
+               "    --frames-root rawframes --checkpoint slowonly_r50_ava.pth\n"
+               "  lfbtool extract --videos-root videos --keyframes every-second \\\n"
+               "    --detector-checkpoint coco.pth --checkpoint slowonly_r50_ava.pth -o bank\n"
                "  torchrun --nproc_per_node 8 -m lfbtool extract --config my.toml --resume",
     "merge": "Examples:\n"
-             "  lfbtool merge work_dirs/lfb --mode train           the shards of an extract --no-merge\n"
+             "  lfbtool merge work_dirs/lfb --mode train    (after extract --no-merge)\n"
              "  lfbtool merge lfb_train.h5 lfb_val.h5 -o lfb_trainval.h5",
     "verify": "Example:\n  lfbtool verify work_dirs/lfb/lfb_train.h5",
     "inspect": "Examples:\n  lfbtool inspect lfb_train.h5\n  lfbtool inspect lfb_train.h5 --video kitchen_01 --json",
@@ -35,18 +36,22 @@ EXAMPLES: dict[str, str] = {
     "import": "Example:\n  lfbtool import lfb_train.pkl -o lfb_train.h5",
     "diff": "Example:\n  lfbtool diff out_1gpu/lfb_val.h5 out_torchrun/lfb_val.h5 --atol 1e-3",
     "recognize": "Examples:\n"
-                 "  lfbtool recognize clip.mp4 frames_dir/ --backbone slowonly_r50 --checkpoint recognizer.pth \\\n"
-                 "    --num-clips 10 --crops three --average-clips prob --labels labels.txt\n"
-                 "  torchrun --nproc_per_node 8 -m lfbtool recognize @val_list.txt --backbone slowfast_r50 \\\n"
-                 "    --checkpoint k400.pth --out results.jsonl --resume",
-    "detect": "Example:\n"
-              "  lfbtool detect --videos-root videos --out persons.pkl --detector-checkpoint coco.pth \\\n"
-              "    --clip-len 4 --frame-interval 16 --preview previews\n"
-              "  then: lfbtool extract --videos-root videos --proposals persons.pkl --keyframes proposals \\\n"
-              "    --fps auto --timestamp-start 0 --checkpoint slowonly_r50_ava.pth --out bank",
+                 "  lfbtool recognize clip.mp4 frames_dir/ --backbone slowonly_r50 \\\n"
+                 "    --checkpoint recognizer.pth --num-clips 10 --crops three \\\n"
+                 "    --average-clips prob --labels labels.txt\n"
+                 "  torchrun --nproc_per_node 8 -m lfbtool recognize @val_list.txt \\\n"
+                 "    --backbone slowfast_r50 --checkpoint k400.pth --out results.jsonl",
+    "detect": "Example (then extract at the seconds found, with the same frame settings):\n"
+              "  lfbtool detect --videos-root videos --out persons.pkl \\\n"
+              "    --detector-checkpoint coco.pth --clip-len 4 --frame-interval 16\n"
+              "  lfbtool extract --videos-root videos --proposals persons.pkl \\\n"
+              "    --keyframes proposals --fps auto --timestamp-start 0 \\\n"
+              "    --checkpoint slowonly_r50_ava.pth --out bank",
     "backbones": "Examples:\n  lfbtool backbones\n  lfbtool backbones --json",
-    "show": "Example:\n  lfbtool show lfb_train.h5 --videos-root videos --video kitchen_01 -o bank.png",
+    "show": "Example:\n  lfbtool show lfb_train.h5 --videos-root videos --video kitchen_01 \\\n    -o bank.png",
 }
+#: Example lines fit an 80-column terminal (the help pads them by 1 on each side).
+EXAMPLE_WIDTH = 76
 # Typer dedents help text by the indentation common to all lines after the first: a leading newline
 # makes "Examples:" such a line, at column 0, so the examples keep their indentation.
 EXAMPLES = {name: "\n" + text for name, text in EXAMPLES.items()}
