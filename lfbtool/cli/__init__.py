@@ -18,6 +18,7 @@ from lfbtool.cli.bank_cmds import export_command, import_command, inspect_comman
 from lfbtool.cli.detect_cmd import detect_command
 from lfbtool.cli.diff_cmd import diff_command
 from lfbtool.cli.extract_cmd import extract_command, merge_command
+from lfbtool.cli.help import EXAMPLES, Command, Group, show_version
 from lfbtool.cli.recognize_cmd import recognize_command
 from lfbtool.cli.show_cmd import show_command
 from lfbtool.cli.verify_cmd import verify_command
@@ -30,11 +31,17 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=Group,
+    epilog=EXAMPLES[""],
 )
 
 
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=show_version,
+                                          help="Print lfbtool's version and exit.")] = False,
+) -> None:
     """Options before the command; ``--debug`` is read by :func:`main` from its own arguments."""
 
 
@@ -49,28 +56,32 @@ def debug_requested(argv: list[str]) -> bool:
     return os.environ.get(DEBUG_VARIABLE) == "1"
 
 
-app.command("extract")(extract_command)
-app.command("merge")(merge_command)
-app.command("verify")(verify_command)
-app.command("inspect")(inspect_command)
-app.command("export")(export_command)
-app.command("import")(import_command)
-app.command("diff")(diff_command)
-app.command("recognize")(recognize_command)
-app.command("detect")(detect_command)
-app.command("backbones")(backbones_command)
-app.command("show")(show_command)
+for _name, _command in (
+    ("extract", extract_command), ("merge", merge_command), ("verify", verify_command),
+    ("inspect", inspect_command), ("export", export_command), ("import", import_command), ("diff", diff_command),
+    ("recognize", recognize_command), ("detect", detect_command), ("backbones", backbones_command),
+    ("show", show_command),
+):
+    app.command(_name, cls=Command, epilog=EXAMPLES[_name])(_command)
 
 
 def main() -> None:
     """Console-script entry point: run the app, turn every error into one line and an exit code."""
+    from lfbtool.cli.usage import CLICK_EXCEPTION, usage_error_line
     from lfbtool.errors import LfbError
     from lfbtool.runtime import is_node_leader
     from lfbtool.runtime.console import print_error
 
     debug = debug_requested(sys.argv[1:])
     try:
-        app()
+        code = app(standalone_mode=False)  # Click's own error printing off: one line, as every refusal
+    except CLICK_EXCEPTION as error:
+        if type(error).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+            print_error(usage_error_line(error, sys.argv[1:]))
+        sys.exit(getattr(error, "exit_code", 2))
+    except typer.Abort:
+        print_error("aborted")
+        sys.exit(1)
     except LfbError as error:
         if debug:
             raise
@@ -87,3 +98,4 @@ def main() -> None:
         print_error(f"internal error: {type(error).__name__}: {first} "
                     f"(rerun with --debug or {DEBUG_VARIABLE}=1 to see the traceback)")
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)  # an Exit's code (typer.Exit(1)); a command's None: 0

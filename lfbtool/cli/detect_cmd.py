@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from lfbtool.choices import KeyframeSource
 from lfbtool.runtime import is_main_process
 from lfbtool.runtime.console import stdout
 
@@ -22,7 +23,7 @@ def detect_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output: .pkl (MMAction2 proposals) or .csv (FAIR 8 columns); sidecar <out>.json.")],
     videos_root: Annotated[Path | None, typer.Option(help="DIR/<video_id>.<ext>, decoded with PyAV.", rich_help_panel=_INPUTS)] = None,
     frames_root: Annotated[Path | None, typer.Option(help="DIR/<video_id>/img_00001.jpg ...", rich_help_panel=_INPUTS)] = None,
-    keyframes: Annotated[str, typer.Option(help="every-second (own videos) | annotated (--annotations) | proposals (--proposals).", rich_help_panel=_INPUTS)] = "every-second",
+    keyframes: Annotated[KeyframeSource, typer.Option(help="every-second (own videos) | annotated (--annotations) | proposals (--proposals).", rich_help_panel=_INPUTS)] = KeyframeSource.every_second,
     stride: Annotated[int, typer.Option(help="every-second: every N-th second from --timestamp-start.", rich_help_panel=_INPUTS)] = 1,
     video_list: Annotated[Path | None, typer.Option(help="Text file of video ids, one a line (default: every video under the root).", rich_help_panel=_INPUTS)] = None,
     annotations: Annotated[Path | None, typer.Option(help="AVA annotation CSV (keyframes annotated).", rich_help_panel=_INPUTS)] = None,

@@ -14,7 +14,7 @@ from lfbtool.errors import LfbError
 from lfbtool.extract.config import build_config, default_of
 from lfbtool.keys import key_text
 from lfbtool.runtime import is_main_process
-from lfbtool.runtime.console import stdout
+from lfbtool.runtime.console import some, stdout
 
 _INPUTS = "Inputs"
 _MODEL = "Model"
@@ -98,28 +98,45 @@ def extract_command(
         print_extract_summary(result)
 
 
+#: Skipped keyframes listed one a line under the count; the rest are counted ("+N more").
+SHOWN_SKIPPED = 5
+
+
 def print_extract_summary(result) -> None:
     """Plain ``name  value`` lines: full paths, never cut to the terminal width."""
+    from lfbtool.extract.outcome import no_keyframe_text
+
     rows: list[tuple[str, str]] = []
+    merged = result.output is not None
     if result.already_complete:
         rows.append(("status", "already complete (nothing to do)"))
-    rows.append(("videos", str(result.videos)))
-    rows.append(("keyframes", f"{result.keyframes} ({result.extracted_now} extracted now, {result.resumed} resumed)"))
+    videos = str(result.videos)
+    if result.no_keyframe:
+        videos = f"{result.videos} of {result.input_videos} ({no_keyframe_text(result.no_keyframe)})"
+    rows.append(("videos", videos))
+    done = f"{result.extracted_now} extracted now, {result.resumed} resumed"
+    rows.append(("keyframes", f"{result.keyframes} ({done})" if merged else
+                 f"{result.keyframes} in {result.parts} parts, not merged into a bank yet ({done})"))
     rows.append(("boxes", str(result.boxes)))
     rows.append(("precision", result.precision))
     if result.extracted_now and result.loop_seconds > 0:
         rate = result.extracted_now / result.loop_seconds
-        rows.append(("throughput", f"{rate:.2f} keyframes/s ({result.loop_seconds:.1f} s extracting, "
-                                   f"{result.merge_seconds:.1f} s merging)"))
+        merging = f", {result.merge_seconds:.1f} s merging" if merged else ""
+        rows.append(("throughput", f"{rate:.2f} keyframes/s ({result.loop_seconds:.1f} s extracting{merging})"))
     reasons = Counter(s.reason for s in result.skipped)
     detail = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
     rows.append(("skipped", f"{len(result.skipped)} ({detail})" if result.skipped else "0"))
-    rows.extend(("", f"{key_text(item.video_id, item.timestamp)}: {item.reason}") for item in result.skipped[:5])
-    if result.output is not None:
+    rows.extend(("", f"{key_text(item.video_id, item.timestamp)}: {item.reason}")
+                for item in result.skipped[:SHOWN_SKIPPED])
+    if len(result.skipped) > SHOWN_SKIPPED:
+        rows.append(("", f"+{len(result.skipped) - SHOWN_SKIPPED} more"))
+    if merged:
         rows.append(("output", str(result.output)))
         rows.append(("size", f"{result.size_bytes / 1e6:.2f} MB"))
     else:
-        rows.append(("output", f"shards kept in {result.shards_dir} (merge with `lfbtool merge`)"))
+        rows.append(("output", f"parts in {result.shards_dir}"))
+        rows.append(("next", f"lfbtool merge {result.out} --mode {result.mode}   (writes the bank "
+                             f"{result.out}/lfb_{result.mode}.h5)"))
     if result.world_size > 1:
         rows.append(("processes", str(result.world_size)))
     for name, value in rows:
@@ -155,7 +172,7 @@ def merge_command(
     stdout.print(f"merged {len(inputs)} banks into {report.output}: {report.keys} keyframes, {report.rows} rows")
     if report.identical_duplicates:
         stdout.print(f"{len(report.identical_duplicates)} keys stored twice with identical rows, kept once: "
-                     + ", ".join(report.identical_duplicates[:5]))
+                     + some(report.identical_duplicates))
     if report.conflicts_kept_first:
         stdout.print(f"{len(report.conflicts_kept_first)} conflicting keys, first kept: "
-                     + ", ".join(report.conflicts_kept_first[:5]))
+                     + some(report.conflicts_kept_first))

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from lfbtool.choices import Precision
+from lfbtool.choices import AverageClips, CropMode, Precision
 from lfbtool.cli.options import Checkpoint, ComputePrecision, Device
 from lfbtool.errors import LfbError
 from lfbtool.runtime.console import stderr, stdout
@@ -57,11 +57,11 @@ def recognize_command(
                                                    rich_help_panel=_VIEWS)] = None,
     crop_size: Annotated[int | None, typer.Option("--crop-size", help="Square crop (model default); three crops span the short side.",
                                                   rich_help_panel=_VIEWS)] = None,
-    crops: Annotated[str | None, typer.Option("--crops", help="center | three | ten (MMAction2 CenterCrop / ThreeCrop / "
-                                              "TenCrop; model default, mostly center).", rich_help_panel=_VIEWS)] = None,
-    average_clips: Annotated[str | None, typer.Option("--average-clips", help="score (mean logits) | prob (mean softmax) | "
-                                                      "none (per view); model default, mostly score.",
-                                                      rich_help_panel=_VIEWS)] = None,
+    crops: Annotated[CropMode | None, typer.Option("--crops", help="center | three | ten (MMAction2 CenterCrop / ThreeCrop / "
+                                                   "TenCrop; model default, mostly center).", rich_help_panel=_VIEWS)] = None,
+    average_clips: Annotated[AverageClips | None, typer.Option("--average-clips", help="score (mean logits) | prob (mean "
+                                                               "softmax) | none (per view); model default, mostly score.",
+                                                               rich_help_panel=_VIEWS)] = None,
     loop: Annotated[bool, typer.Option("--loop/--no-loop", help="Loop the frames of a video shorter than one clip "
                                        "(MMAction2); --no-loop makes it a failed input.", rich_help_panel=_VIEWS)] = True,
     max_testing_views: Annotated[int | None, typer.Option("--max-testing-views", help="At most this many views per forward.",

@@ -24,7 +24,7 @@ from lfbtool.data.ava import read_annotations, read_excluded, read_proposals
 from lfbtool.data.clips import ClipSettings
 from lfbtool.data.frames import VideoFile
 from lfbtool.data.sampling import keyframe_frame_number
-from lfbtool.data.videos import list_videos, read_video_list, variable_rate_warning, whole_clip_seconds
+from lfbtool.data.videos import chosen_videos, variable_rate_warning, whole_clip_seconds
 from lfbtool.detect.outputs import (
     Detections,
     assemble_detections,
@@ -146,11 +146,8 @@ def keyframe_keys(config: DetectConfig) -> tuple[list[Key], list[str]]:
         for video_id in sorted({video_id for video_id, _ in keys}):
             settings.fps_of(settings.open(video_id))  # unknown video or no rate: fail before any work
     else:
-        if config.video_list is not None:
-            videos = read_video_list(config.video_list)
-        else:
-            videos = list_videos(frames_root=config.frames_root, videos_root=config.videos_root,
-                                 template=config.frame_template, video_ext=config.video_ext)
+        videos = chosen_videos(config.video_list, frames_root=config.frames_root, videos_root=config.videos_root,
+                               template=config.frame_template, video_ext=config.video_ext)
         keys = set()
         for video_id in videos:
             source = settings.open(video_id)

@@ -29,12 +29,15 @@ from lfbtool.data.ava import (
     read_proposals,
 )
 from lfbtool.data.clips import ClipSettings, keyframes_inside
+from lfbtool.data.videos import chosen_videos
 from lfbtool.detect.outputs import sidecar_path
 from lfbtool.detect.run import DetectConfig, detect_in_context
 from lfbtool.errors import LfbError
 from lfbtool.extract._loop import extract_block
 from lfbtool.extract._segments import bank_finished, merge_shards, segment_parts, shards_dir
 from lfbtool.extract.config import ExtractConfig, fingerprint, hash_inputs, resolved_dict, resume_settings
+from lfbtool.extract.detect_agreement import check_against_detect
+from lfbtool.extract.outcome import videos_without_keyframes
 from lfbtool.models import (
     LFBFeatureModel,
     backbone_spec,
@@ -71,6 +74,11 @@ class ExtractResult:
     world_size: int = 1
     already_complete: bool = False
     precision: str = "fp32"  # the concrete compute precision (--precision auto resolved)
+    input_videos: int = 0  # videos the inputs name (videos: those of them in the bank)
+    no_keyframe: dict[str, str] = field(default_factory=dict)  # input videos without a keyframe, and why
+    parts: int = 0  # --no-merge: shard segments holding the keyframes (no bank yet)
+    out: Path | None = None  # OUT and the mode: what `lfbtool merge` is told after --no-merge
+    mode: str = "train"
 
 
 def load_keyframes(config: ExtractConfig) -> tuple[list[Keyframe], list[Skipped]]:
@@ -156,6 +164,9 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
     device = torch.device("cpu")
     try:
         check_mode(config.mode)
+        check_against_detect(config.proposals, fps=config.fps, timestamp_start=config.timestamp_start,
+                             start_index=config.start_index, clip_len=config.clip_len,
+                             frame_interval=config.frame_interval)  # a detect sidecar: the frames of its boxes
         device = resolve_device(config.device, ctx.local_rank)
         # Everything the user may have got wrong is checked here, before rank 0 writes into OUT:
         # a refused input must not leave an earlier-run record that asks for --resume.
@@ -175,7 +186,8 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
     if config.keyframes is KeyframeSource.every_second:  # seconds with a whole clip: all inside their videos
         keyframes, skipped, resolved["detection"] = detect_persons_first(config, ctx, show_progress)
     result = ExtractResult(output=None, shards_dir=shards_dir(out), skipped=skipped, world_size=ctx.world_size,
-                           precision=str(config.precision))
+                           precision=str(config.precision), out=out, mode=config.mode)
+    result.input_videos, result.no_keyframe = _videos_without_keyframes(config, keyframes, skipped)
     if show_progress is None:
         show_progress = ctx.is_main and sys.stderr.isatty()
     by_key = {(k.video_id, k.timestamp): k for k in keyframes}
@@ -203,7 +215,24 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
     if run.assembled is not None:
         report, result.merge_seconds = run.assembled
         _summarize(result, report.output, report.videos, report.keys, report.rows)
+    elif ctx.is_main:  # --no-merge: what the parts hold, and no bank yet
+        result.videos, result.keyframes = len({k.video_id for k in keyframes}), len(keyframes)
+        result.boxes = sum(len(k.boxes) for k in keyframes)
+        result.parts = len(segment_parts(out, config.mode).finished()[0])
     return result
+
+
+def _videos_without_keyframes(config: ExtractConfig, keyframes: list[Keyframe],
+                              skipped: list[Skipped]) -> tuple[int, dict[str, str]]:
+    """The summary's ``videos N of M``: every-second counts each video it looked at (a video too
+    short for one whole clip has no key at all), the other sources the videos of their keys."""
+    listed: list[str] = []
+    if config.keyframes is KeyframeSource.every_second:
+        listed = chosen_videos(config.video_list, frames_root=config.frames_root, videos_root=config.videos_root,
+                               template=config.frame_template, video_ext=config.video_ext)
+    return videos_without_keyframes(
+        keyframes, skipped, listed,
+        no_clip=f"too short for one whole clip of {config.clip_len} x {config.frame_interval} frames")
 
 
 def _take_lock(lock: RunLock) -> None:

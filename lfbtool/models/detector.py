@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lfbtool.choices import did_you_mean
 from lfbtool.errors import LfbError
 from lfbtool.models.checkpoint import checkpoint_sha256, load_strict, read_checkpoint
 
@@ -63,7 +64,7 @@ def build_detector(name: str, *, min_size: int | None = None, max_size: int | No
     """
     names = detector_names()
     if name not in names:
-        raise LfbError(f"unknown detector {name!r}; torchvision has: {', '.join(names)}")
+        raise LfbError(f"unknown detector {name!r}{did_you_mean(name, names)} (torchvision has: {', '.join(names)})")
     sizes = {key: value for key, value in (("min_size", min_size), ("max_size", max_size)) if value is not None}
     if sizes and has_fixed_size(name):
         raise LfbError(f"--detector-min-size/--detector-max-size do not apply to {name}: SSD models resize "
