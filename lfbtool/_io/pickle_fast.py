@@ -30,7 +30,6 @@ import functools
 import gc
 import io
 import itertools
-import math
 import pickle
 import re
 import sys
@@ -38,7 +37,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-from numpy._core import multiarray, numeric
+from numpy._core import multiarray
 
 from lfbtool._io.pickle_bounds import ALLOC_FACTOR, MAX_DEPTH, SLACK_BYTES
 
@@ -141,6 +140,11 @@ def scan(data: bytes, *, persistent: bool = False) -> int:
 
 
 # -- the guards -------------------------------------------------------------------------------------------
+_BUFFERS = (bytes, bytearray)
+_ORDERS = ("C", "F")
+_CODES = (b"b", "b")
+
+
 @functools.lru_cache(maxsize=1)
 def _numeric_dtypes() -> dict[str, np.dtype]:
     """The spec numpy pickles each builtin numeric dtype with -> its singleton (``__setstate__`` no-op)."""
@@ -163,6 +167,7 @@ def _guards(file_size: int, longest_literal: int) -> dict[tuple[str, str], Any]:
     per_array = 256 + max(1000, longest_literal)
     dtypes = _numeric_dtypes()
     singletons = {id(d) for d in dtypes.values()}
+    new_array = multiarray._reconstruct
 
     def charge(nbytes: int) -> None:
         nonlocal left
@@ -173,14 +178,14 @@ def _guards(file_size: int, longest_literal: int) -> dict[tuple[str, str], Any]:
     def ndarray(*_: Any) -> Any:  # stands for numpy.ndarray inside _reconstruct's arguments only
         raise Unsupported("numpy.ndarray called")
 
-    def reconstruct(cls: Any, shape: Any, code: Any) -> np.ndarray:
+    def reconstruct(cls: Any, shape: Any, code: Any) -> np.ndarray:  # once per array (protocols 2-4): lean
         nonlocal left
-        if cls is not ndarray or type(shape) is not tuple or shape != (0,) or code not in (b"b", "b"):
+        if cls is not ndarray or type(shape) is not tuple or shape != (0,) or code not in _CODES:
             raise Unsupported("numpy _reconstruct arguments")
         left -= per_array
         if left < 0:
             raise Unsupported("allocation budget")
-        return multiarray._reconstruct(np.ndarray, (0,), b"b")
+        return new_array(np.ndarray, (0,), b"b")
 
     def dtype(spec: Any, align: Any = False, copy: Any = False) -> np.dtype:
         found = dtypes.get(spec) if type(spec) is str else None
@@ -189,14 +194,17 @@ def _guards(file_size: int, longest_literal: int) -> dict[tuple[str, str], Any]:
         return found
 
     def frombuffer(buf: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
-        if type(buf) not in (bytes, bytearray) or id(dtype) not in singletons or type(order) is not str:
+        # once per array (protocol 5): lean. reshape refuses a shape that does not fit the
+        # buffer (or holds a non-integer), and a 1-D view reshaped in C or F order is a view: no copy.
+        nonlocal left
+        left -= per_array
+        if left < 0:
+            raise Unsupported("allocation budget")
+        if type(buf) not in _BUFFERS or id(dtype) not in singletons or type(shape) is not tuple:
             raise Unsupported("numpy _frombuffer arguments")
-        if type(shape) is not tuple or len(shape) > 32 or any(type(n) is not int or n < 0 for n in shape):
-            raise Unsupported("numpy _frombuffer shape")
-        if order not in ("C", "F") or math.prod(shape) * dtype.itemsize != len(buf):
-            raise Unsupported("numpy _frombuffer size")
-        charge(per_array)
-        return numeric._frombuffer(buf, dtype, shape, order)
+        if type(order) is not str or order not in _ORDERS or len(shape) > 32:
+            raise Unsupported("numpy _frombuffer order or shape")
+        return np.frombuffer(buf, dtype).reshape(shape, order=order)
 
     def scalar(dtype: Any, data: Any) -> np.generic:
         if id(dtype) not in singletons or type(data) is not bytes or len(data) != dtype.itemsize:
