@@ -345,3 +345,22 @@ def test_frombuffer_guard_takes_what_numpy_writes_and_nothing_else() -> None:
     ]:
         with pytest.raises(pickle_fast.Unsupported):
             pickle_fast.load(_frombuffer_call(payload, shape, order))
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_scan_of_a_proposals_entry_finds_every_memo_index(monkeypatch: pytest.MonkeyPatch, protocol: int) -> None:
+    """The scan reads a whole proposals entry ("key": array) as one unit: a LONG_BINPUT of 2**28 in place
+    of any memo store inside an entry is still found (a small index is fine)."""
+    monkeypatch.setattr(pickle_fast, "_WIDE_FROM", 0)
+    proposals = _proposals(videos=1, seconds=3)
+    raw = pickle.dumps(proposals, protocol=protocol)
+    pickle_fast.scan(raw)
+    ops = list(pickletools.genops(raw))
+    second, third = [pos for _, arg, pos in ops if isinstance(arg, str) and arg in proposals][1:]
+    stores = [(pos, op.name) for op, _, pos in ops if second <= pos < third and op.name in ("MEMOIZE", "BINPUT")]
+    assert len(stores) >= 5
+    for pos, name in stores:
+        end = pos + (1 if name == "MEMOIZE" else 2)
+        with pytest.raises(pickle_fast.Unsupported):
+            pickle_fast.scan(raw[:pos] + b"r" + (1 << 28).to_bytes(4, "little") + raw[end:])
+        pickle_fast.scan(raw[:pos] + b"r" + (9).to_bytes(4, "little") + raw[end:])

@@ -96,20 +96,30 @@ def _opcodes(bits: int, wide: bool, persistent: bool) -> re.Pattern[bytes]:
     takes tens of ns per opcode where a Python loop over them takes ~200.
     """
     put = b"(?:\\x94|q.|r" + _below(bits) + b")"  # MEMOIZE BINPUT LONG_BINPUT
+    # what numpy writes between _reconstruct's global and the array's bytes, as one unit: a shortcut
+    # of the alternatives below (protocols 2-4), ~30% of the opcodes of a proposals file
+    numpy_run = rb"h.h.K\x00\x85" + put + rb"h.\x87" + put + b"R" + put + rb"\(K\x01(?:K.|M..|J....)+\x86" + put + rb"h.\x89"
+    short = _sized(1, range(1, 256))
     with_argument = [
-        # what numpy writes between _reconstruct's global and the array's bytes, as one unit: a shortcut
-        # of the alternatives below (protocols 2-4), ~30% of the opcodes of a proposals file
-        rb"h.h.K\x00\x85" + put + rb"h.\x87" + put + b"R" + put + rb"\(K\x01(?:K.|M..|J....)+\x86" + put + rb"h.\x89",
+        numpy_run,
         rb"[\x80Khq].",  # PROTO BININT1 BINGET BINPUT
         rb"[Jj]....",  # BININT LONG_BINGET
         b"r" + _below(bits),  # LONG_BINPUT
         rb"M..",  # BININT2
         rb"[G\x95].{8}",  # BINFLOAT FRAME
         rb"c[^\n]{1,200}\n[^\n]{1,200}\n",  # GLOBAL
-        rb"[\x8cC\x8a]" + _sized(1, range(1, 256)) + rb"|[\x8cC\x8a]\x00",  # SHORT_BINUNICODE SHORT_BINBYTES LONG1
+        rb"[\x8cC\x8a]" + short + rb"|[\x8cC\x8a]\x00",  # SHORT_BINUNICODE SHORT_BINBYTES LONG1
     ]
     if wide:  # BINUNICODE BINBYTES, BYTEARRAY8 (protocol 5 arrays)
-        with_argument += [rb"[XB]" + _sized(4, range(_WIDE_BELOW)), rb"\x96" + _sized(8, range(_WIDE_BELOW))]
+        long, huge = _sized(4, range(_WIDE_BELOW)), _sized(8, range(_WIDE_BELOW))
+        with_argument += [rb"[XB]" + long, rb"\x96" + huge]
+        # one proposals entry, "key": array, as one unit (a shortcut of the alternatives above, as numpy_run):
+        # protocol 5 _frombuffer(bytearray, dtype, shape, order); 3-4 numpy_run, bytes, state, BUILD;
+        # 2 the same with the bytes as _codecs.encode(text, "latin1")
+        with_argument.insert(0, b"(?:\\x8c" + short + b"|X" + long + b")" + put + b"(?:" + (
+            rb"h.\(\x96" + huge + put + rb"h.(?:K.|M..|J....)+[\x85\x86\x87]" + put + rb"h.t" + put + b"R" + put
+        ) + b"|" + numpy_run + b"(?:C" + short + b"|B" + long + b"|h.X" + long + put + rb"h.\x86" + put + b"R)"
+            + put + b"t" + put + b"b)")
     one_byte = _ONE_BYTE[:-1] + b"Q]" if persistent else _ONE_BYTE
     return re.compile(b"(?:" + one_byte + b"*+(?:" + b"|".join(with_argument) + b"))*+" + one_byte + b"*+", re.DOTALL)
 
