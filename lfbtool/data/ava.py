@@ -200,11 +200,11 @@ def _proposals_at_once(data: dict) -> dict[Key, np.ndarray] | None:
     if not arrays or set(map(type, arrays)) != {np.ndarray}:
         return None
     dtypes = set(map(attrgetter("dtype"), arrays))
-    if any(dtype.kind not in "iuf" for dtype in dtypes) or set(map(attrgetter("ndim"), arrays)) != {2}:
+    if any(dtype.kind not in "iuf" for dtype in dtypes):
         return None
     try:
         boxes = np.concatenate(arrays)  # one [n, 4] or [n, 5] array: every check below is one pass over it
-    except ValueError:  # [n, 4] and [n, 5] arrays in one file
+    except ValueError:  # [n, 4] and [n, 5] arrays in one file, or arrays of other dimensions
         return None
     outside = _boxes_outside(boxes)
     if outside is None:
@@ -237,7 +237,7 @@ def _boxes_outside(boxes: np.ndarray) -> np.ndarray | None:
     Usually every value, scores too, lies in [0, 1]: two reductions over contiguous memory say so, and
     NaN (which min and max propagate) or an infinity fails them. Otherwise the corners are looked at
     column by column."""
-    if boxes.shape[1] not in (4, 5):
+    if boxes.ndim != 2 or boxes.shape[1] not in (4, 5):  # all arrays 2-D: concatenate kept their ndim
         return None
     low, high = boxes.min(initial=0), boxes.max(initial=1)
     if not (low >= 0 and high <= 1):
