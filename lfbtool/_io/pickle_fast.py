@@ -153,6 +153,7 @@ def scan(data: bytes, *, persistent: bool = False) -> int:
 _BUFFERS = (bytes, bytearray)
 _ORDERS = ("C", "F")
 _CODES = (b"b", "b")
+_LATIN1 = ("latin1", "latin-1")
 
 
 @functools.lru_cache(maxsize=1)
@@ -221,10 +222,13 @@ def _guards(file_size: int, longest_literal: int) -> dict[tuple[str, str], Any]:
             raise Unsupported("numpy scalar arguments")
         return multiarray.scalar(dtype, data)
 
-    def encode(text: Any, encoding: Any, errors: Any = "strict") -> bytes:
-        if type(text) is not str or encoding not in ("latin1", "latin-1") or errors != "strict":
+    def encode(text: Any, encoding: Any, errors: Any = "strict") -> bytes:  # once per array (protocol 2): lean
+        nonlocal left
+        if type(text) is not str or encoding not in _LATIN1 or errors != "strict":
             raise Unsupported("_codecs.encode arguments")
-        charge(len(text))
+        left -= len(text)
+        if left < 0:
+            raise Unsupported("allocation budget")
         return text.encode("latin-1")
 
     def copying(kind: type, argument: type | None, per_item: int = 0) -> Any:
