@@ -25,6 +25,7 @@ Key = tuple[str, int]
 #: [0, 1]. A detector's ``x / width`` in float32 gives 1.0000001 (one float32 step above 1 is 1.2e-7);
 #: 1e-6 allows a few such steps, far below a pixel (1e-6 of a 4K frame is 0.004 px).
 BOX_TOLERANCE = 1e-6
+_ONE_BITS = int(np.float32(1).view(np.uint32))
 WHOLE_FRAME = np.array([[0.0, 0.0, 1.0, 1.0]], dtype=np.float32)
 
 
@@ -234,21 +235,24 @@ def _boxes_outside(boxes: np.ndarray) -> np.ndarray | None:
     """Rows of ``boxes`` (all keys' boxes, one after another) with a corner within BOX_TOLERANCE outside
     [0, 1]; None when a box breaks a rule (outside by more, x2 < x1 or y2 < y1, NaN or infinite).
 
-    Usually every value, scores too, lies in [0, 1]: two reductions over contiguous memory say so, and
-    NaN (which min and max propagate) or an infinity fails them. Otherwise the corners are looked at
-    column by column."""
+    Usually every value, scores too, lies in [0, 1]: one reduction says so (float32: +0.0 to 1.0 are the
+    uint32s 0 to 0x3F800000; negatives, -0.0 too, NaN and infinities lie above); else column by column."""
     if boxes.ndim != 2 or boxes.shape[1] not in (4, 5):  # all arrays 2-D: concatenate kept their ndim
         return None
-    low, high = boxes.min(initial=0), boxes.max(initial=1)
-    if not (low >= 0 and high <= 1):
+    if boxes.dtype == np.float32:
+        inside = bool(boxes.view(np.uint32).max(initial=0) <= _ONE_BITS)
+    else:
+        inside = bool(boxes.min(initial=0) >= 0 and boxes.max(initial=1) <= 1)  # NaN fails both
+    if not inside:
         if not np.isfinite(boxes).all():
             return None
         low, high = boxes[:, :4].min(initial=0), boxes[:, :4].max(initial=1)
         if not (low >= -BOX_TOLERANCE and high <= 1 + BOX_TOLERANCE):
             return None
+        inside = bool(low >= 0 and high <= 1)
     if not ((boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()):
         return None
-    if low >= 0 and high <= 1:
+    if inside:
         return np.empty(0, np.intp)
     return np.flatnonzero(((boxes[:, :4] < 0) | (boxes[:, :4] > 1)).any(axis=1))
 
