@@ -306,8 +306,11 @@ def test_weights_options(tmp_path, monkeypatch):
     from lfbtool.errors import LfbError
     from lfbtool.models.detector import load_detector
 
-    with pytest.raises(LfbError, match="--detector-checkpoint FILE .* or --detector-weights NAME"):
-        load_detector(DETECTOR)
+    from lfbtool.cli.options import error_text
+
+    with pytest.raises(LfbError, match="detector_checkpoint FILE .* or detector_weights NAME") as caught:
+        load_detector(DETECTOR)  # the library names settings; the CLI, their flags
+    assert "--detector-checkpoint FILE (offline) or --detector-weights NAME" in error_text(caught.value)
     with pytest.raises(LfbError, match="not both"):
         load_detector(DETECTOR, checkpoint=tmp_path / "x.pth", weights="DEFAULT")
     with pytest.raises(LfbError, match="'IMAGENET' is not a torchvision weight of fasterrcnn_mobilenet_v3_large_320_fpn"):
@@ -318,8 +321,9 @@ def test_weights_options(tmp_path, monkeypatch):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)  # no network in tests
-    with pytest.raises(LfbError, match="cannot download torchvision weights .*--detector-checkpoint"):
+    with pytest.raises(LfbError, match="cannot download torchvision weights .*detector_checkpoint") as caught:
         load_detector(DETECTOR, weights="DEFAULT")
+    assert "pass it with --detector-checkpoint" in error_text(caught.value)
 
 
 def test_batches_equal_single_keyframes(own, reference, tmp_path):

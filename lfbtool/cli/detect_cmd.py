@@ -38,7 +38,7 @@ def detect_command(
     detector: Annotated[str, typer.Option(help="torchvision detection model name.", rich_help_panel=_MODEL)] = "fasterrcnn_resnet50_fpn_v2",
     detector_checkpoint: Annotated[Path | None, typer.Option(help="Detector state_dict file (offline).", rich_help_panel=_MODEL)] = None,
     detector_weights: Annotated[str | None, typer.Option(help="torchvision weights name (DEFAULT, COCO_V1; downloaded).", rich_help_panel=_MODEL)] = None,
-    score_threshold: Annotated[float, typer.Option(help="Keep persons scoring at least this.", rich_help_panel=_MODEL)] = 0.5,
+    score_threshold: Annotated[float, typer.Option("--detector-score-threshold", "--score-threshold", help="Keep persons scoring at least this (the name extract uses; --score-threshold is the same).", rich_help_panel=_MODEL)] = 0.5,
     max_per_frame: Annotated[int, typer.Option(help="At most this many persons per keyframe (best first).", rich_help_panel=_MODEL)] = 100,
     min_size: Annotated[int | None, typer.Option("--detector-min-size", "--min-size", help="Detector's internal resize, short side (default: the model's own: 320 for the *_320_fpn model, 800 for most; SSD models have a fixed size and take neither option).", rich_help_panel=_MODEL)] = None,
     max_size: Annotated[int | None, typer.Option("--detector-max-size", "--max-size", help="Detector's internal resize, long side at most (default: the model's own: 640 / 1333).", rich_help_panel=_MODEL)] = None,

@@ -317,6 +317,17 @@ def select_proposals(
     return np.ascontiguousarray(proposals), np.full(len(proposals), np.nan, dtype=np.float32)
 
 
+def _count_removed(removed: dict[str, int], proposals: np.ndarray, kept: int, score_threshold: float) -> None:
+    """Add the boxes of one keyframe that the score filter and the per-keyframe cap dropped."""
+    proposals = np.asarray(proposals, dtype=np.float32)
+    passed = len(proposals)
+    if proposals.shape[1] == 5:
+        scores = proposals[:, 4]
+        passed = int((scores >= min(np.float32(score_threshold), scores.max())).sum())
+    removed["proposal_score_threshold"] = removed.get("proposal_score_threshold", 0) + len(proposals) - passed
+    removed["max_proposals"] = removed.get("max_proposals", 0) + passed - kept
+
+
 def build_keyframes(
     *,
     source: Literal["annotated", "proposals", "every-second"],
@@ -327,6 +338,7 @@ def build_keyframes(
     score_threshold: float = 0.9,
     whole_frame_fallback: bool = False,
     max_proposals: int = 1000,
+    removed: dict[str, int] | None = None,
 ) -> tuple[list[Keyframe], list[Skipped]]:
     """The keyframes to extract, sorted by (video_id, timestamp), and those skipped with a reason.
 
@@ -337,6 +349,9 @@ def build_keyframes(
     minus excluded. ``every-second`` (own videos): the keys ``seconds`` (every second with a whole
     clip, :mod:`lfbtool.data.videos`) minus excluded, boxes from the proposals (a detector's) as for
     ``annotated``.
+
+    ``removed``: counts added under ``proposal_score_threshold`` and ``max_proposals``, the boxes each
+    filter dropped (a summary says so, never silently).
     """
     if not 0.0 <= score_threshold <= 1.0:
         raise LfbError(f"score threshold must be in [0, 1], got {score_threshold}")
@@ -369,6 +384,8 @@ def build_keyframes(
             boxes, scores = select_proposals(
                 proposals[key], score_threshold=score_threshold, max_proposals=max_proposals
             )
+            if removed is not None:
+                _count_removed(removed, proposals[key], len(boxes), score_threshold)
         elif whole_frame_fallback:
             boxes, scores = WHOLE_FRAME.copy(), np.ones(1, dtype=np.float32)
         else:

@@ -46,6 +46,22 @@ def sidecar_path(out: str | Path) -> Path:
     return Path(f"{out}.json")
 
 
+def detector_threshold_of(proposals: str | Path) -> float | None:
+    """The score threshold of the detector that wrote ``proposals`` (``lfbtool detect``, per its sidecar
+    ``<proposals>.json``); None when the file has no sidecar (proposals from elsewhere)."""
+    sidecar = sidecar_path(proposals)
+    if not sidecar.is_file():
+        return None
+    try:
+        value = json.loads(sidecar.read_text())["settings"]["score_threshold"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise LfbError(f"{sidecar}: not a readable lfbtool detect sidecar ({type(error).__name__}: {error}); "
+                       "remove it, or set the proposal score threshold yourself") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise LfbError(f"{sidecar}: settings.score_threshold must be a number, got {value!r}")
+    return float(value)
+
+
 @dataclass
 class Detections:
     """Person boxes per keyframe, float32 ``[n, 5]``; n may be 0."""

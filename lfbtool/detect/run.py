@@ -33,7 +33,7 @@ from lfbtool.detect.outputs import (
     output_format,
     write_detections,
 )
-from lfbtool.errors import LfbError
+from lfbtool.errors import LfbError, SettingError
 from lfbtool.keys import key_text
 from lfbtool.models.detector import DEFAULT_DETECTOR, detect_persons, load_detector
 from lfbtool.runs.parts import PartWriter, RunParts
@@ -94,6 +94,8 @@ class DetectResult:
     world_size: int = 1
     already_complete: bool = False
     warnings: list[str] = field(default_factory=list)
+    # persons each filter dropped at the keyframes detected now, all ranks: detector_score_threshold, max_per_frame
+    removed: dict[str, int] = field(default_factory=dict)
     keys: list[Key] = field(default_factory=list)  # every keyframe detected on, with or without persons
 
 
@@ -108,13 +110,13 @@ def resolve_defaults(config: DetectConfig) -> DetectConfig:
     if config.frames_root is None and config.videos_root is None:
         raise LfbError("give --videos-root DIR or --frames-root DIR (where the frames come from)")
     if not 0.0 <= config.score_threshold <= 1.0:
-        raise LfbError(f"--score-threshold must be in [0, 1], got {config.score_threshold}")
-    options = {"min_size": "detector-min-size", "max_size": "detector-max-size"}
+        raise SettingError("detector_score_threshold", f"must be in [0, 1], got {config.score_threshold}")
+    settings = {"min_size": "detector_min_size", "max_size": "detector_max_size"}  # the names extract uses
     for name in ("max_per_frame", "min_size", "max_size", "stride", "clip_len", "frame_interval", "batch_size",
                  "segment_size"):
         value = getattr(config, name)
         if value is not None and int(value) < 1:
-            raise LfbError(f"--{options.get(name, name.replace('_', '-'))} must be >= 1, got {value}")
+            raise SettingError(settings.get(name, name), f"must be >= 1, got {value}")
     if source == KeyframeSource.annotated and config.annotations is None:
         raise LfbError("--keyframes annotated needs --annotations FILE")
     if source == KeyframeSource.proposals and config.proposals is None:
@@ -261,12 +263,15 @@ def detect_in_context(config: DetectConfig, ctx: dist.DistContext, show_progress
     if show_progress is None:
         show_progress = ctx.is_main and sys.stderr.isatty()
 
+    removed: dict[str, int] = {}
+
     def work(mine: list[Key], writer: PartWriter) -> None:
         with progress_bar("detecting", show_progress) as progress:
             task = progress.add_task("detect", total=len(mine), rate="")
             for batch in _batches(_frames(mine, clip_settings(config)), config.batch_size):
                 found = detect_persons(model, [frame for _, frame in batch], device,
-                                       score_threshold=config.score_threshold, max_per_frame=config.max_per_frame)
+                                       score_threshold=config.score_threshold, max_per_frame=config.max_per_frame,
+                                       removed=removed)
                 for (key, _), boxes in zip(batch, found, strict=True):
                     writer.append(key, boxes)
                 progress.update(task, advance=len(batch))
@@ -281,6 +286,10 @@ def detect_in_context(config: DetectConfig, ctx: dist.DistContext, show_progress
                        resume=config.resume, overwrite=config.overwrite, segment_size=config.segment_size,
                        final=detections_finished(out), lock=lock)
     result.detected_now, result.loop_seconds, result.resumed = run.produced, run.seconds, run.resumed
+    if not run.plan.complete:
+        for counts in dist.all_gather(ctx, removed):
+            for name, count in counts.items():
+                result.removed[name] = result.removed.get(name, 0) + count
     if run.plan.complete:
         result.already_complete = True
         _count(result, Detections.read(out))

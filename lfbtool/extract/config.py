@@ -8,7 +8,6 @@ on other machines with other paths is accepted while a resume with another clip 
 from __future__ import annotations
 
 import dataclasses
-import re
 import string
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
@@ -19,8 +18,12 @@ import tomllib
 
 from lfbtool._io.hashing import file_sha256
 from lfbtool.choices import KeyframeSource, Pool, Precision
-from lfbtool.errors import LfbError
+from lfbtool.errors import LfbError, SettingError
+from lfbtool.runs.naming import check_mode
 from lfbtool.runs.settings import fingerprint as settings_fingerprint
+
+#: The proposal filter when the proposals are not a detector's output (MMAction2's AVA default).
+DEFAULT_PROPOSAL_SCORE_THRESHOLD = 0.9
 
 
 @dataclass
@@ -38,7 +41,9 @@ class ExtractConfig:
     annotations: Path | None = None
     excluded: Path | None = None
     proposals: Path | None = None
-    score_threshold: float = 0.9
+    # None: keep what the detector kept (every-second, or a `detect` output per its sidecar), else 0.9.
+    # Recorded in a bank's config as ``score_threshold`` (the name it always had).
+    proposal_score_threshold: float | None = None
     whole_frame_fallback: bool = False
     frames_root: Path | None = None
     videos_root: Path | None = None
@@ -81,10 +86,15 @@ class ExtractConfig:
     dist_timeout: int = 1800
     # filled in by hash_inputs(): hashes of the files whose content enters the bank
     input_sha256: dict[str, str] = field(default_factory=dict)
+    # filled in by build_config(): where the proposal filter's threshold came from
+    # ("option", "default", or "detector": the detector's own threshold, so every box it kept stays)
+    score_threshold_from: str = "default"
 
 
 #: Options the user may set (the CLI and TOML names); ``input_sha256`` is computed, not set.
-OPTION_FIELDS = tuple(f.name for f in fields(ExtractConfig) if f.name != "input_sha256")
+OPTION_FIELDS = tuple(f.name for f in fields(ExtractConfig) if f.name not in ("input_sha256", "score_threshold_from"))
+#: Old option names still read (TOML keys; the CLI keeps hidden flags), each with a one-line note.
+DEPRECATED_NAMES = {"score_threshold": "proposal_score_threshold"}
 PATH_FIELDS = {"out", "annotations", "excluded", "proposals", "frames_root", "videos_root", "checkpoint",
                "video_list", "detector_checkpoint"}
 #: Settings that change how a box's feature is computed: the fingerprint covers these and the checkpoint.
@@ -103,7 +113,6 @@ _NEW_FIELDS = ("precision", "stride", "detection")
 _POSITIVE = ("stride", "max_per_frame", "detector_min_size", "detector_max_size", "clip_len", "frame_interval", "short_side", "roi_output_size", "batch_size", "segment_size",
              "dist_timeout")
 _MAY_BE_NONE = ("detector_min_size", "detector_max_size")  # None: the detector's own
-_MODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 
 
 def default_of(name: str) -> Any:
@@ -167,6 +176,9 @@ def load_toml(path: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in table.items():
         name = key.replace("-", "_")
+        if name in DEPRECATED_NAMES:
+            name = DEPRECATED_NAMES[name]
+            deprecation_note(f"{path}: {key} is now {name.replace('_', '-')}")
         if name not in OPTION_FIELDS:
             raise LfbError(f"{path}: unknown key {key!r}; known keys: {', '.join(sorted(OPTION_FIELDS))}")
         values[name] = _check_toml_value(path, key, name, value)
@@ -187,6 +199,7 @@ def build_config(toml_path: Path | None, overrides: dict[str, Any]) -> ExtractCo
         if values[name] is not None:
             values[name] = Path(values[name]).expanduser()
     config = ExtractConfig(**values)
+    config.mode = check_mode(config.mode)
     config.keyframes = KeyframeSource.parse(config.keyframes, "--keyframes")
     config.precision = Precision.parse(config.precision, "--precision")
     own_videos = config.keyframes is KeyframeSource.every_second
@@ -195,6 +208,7 @@ def build_config(toml_path: Path | None, overrides: dict[str, Any]) -> ExtractCo
     config.fps = parse_fps(config.fps)
     if config.timestamp_start is None:
         config.timestamp_start = 0 if own_videos else 900
+    resolve_proposal_threshold(config)
     for name in ("roi_temporal_pool", "temporal_pool", "spatial_pool"):
         setattr(config, name, Pool.parse(getattr(config, name), f"--{name.replace('_', '-')}"))
     from lfbtool.models.registry import bank_spec
@@ -205,21 +219,53 @@ def build_config(toml_path: Path | None, overrides: dict[str, Any]) -> ExtractCo
         config.clip_len = clip.clip_len if config.clip_len is None else config.clip_len
         config.frame_interval = clip.frame_interval if config.frame_interval is None else config.frame_interval
     if spec.clip_frames is not None and config.clip_len != spec.clip_frames:  # a fixed position table
-        raise LfbError(f"--clip-len {config.clip_len}: {spec.name} takes clips of exactly {spec.clip_frames} frames")
+        raise SettingError("clip_len", f"{config.clip_len}: {spec.name} takes clips of exactly {spec.clip_frames} frames")
     validate(config)
     return config
 
 
+def deprecation_note(text: str) -> None:
+    """One ``note:`` line on stderr (rank 0): an old option name still works."""
+    from lfbtool.runtime import is_main_process
+
+    if is_main_process():
+        import sys
+
+        sys.stderr.write(f"note: {text} (the old name still works for now)\n")
+
+
+def resolve_proposal_threshold(config: ExtractConfig) -> None:
+    """The proposal filter's threshold: the option when given; else, for boxes a detector made
+    (``every-second``, or ``--proposals`` written by ``lfbtool detect``, per its sidecar), the detector's
+    own threshold, so every box it kept stays; else MMAction2's 0.9."""
+    if config.proposal_score_threshold is not None:
+        config.score_threshold_from = "option"
+        return
+    detector_threshold = None
+    if config.keyframes is KeyframeSource.every_second:
+        detector_threshold = config.detector_score_threshold
+    elif config.proposals is not None:
+        from lfbtool.detect.outputs import detector_threshold_of
+
+        detector_threshold = detector_threshold_of(config.proposals)
+    if detector_threshold is None:
+        config.proposal_score_threshold, config.score_threshold_from = DEFAULT_PROPOSAL_SCORE_THRESHOLD, "default"
+    else:
+        config.proposal_score_threshold, config.score_threshold_from = float(detector_threshold), "detector"
+
+
 def validate(config: ExtractConfig) -> None:
-    """Checks across options; the messages name the command-line options (which the TOML keys mirror)."""
+    """Checks across options; a refused value is a SettingError naming the setting (the CLI shows its flag)."""
     for name in _POSITIVE:
         value = getattr(config, name)
         if value is None and name in _MAY_BE_NONE:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise LfbError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-    if not _MODE_NAME.fullmatch(config.mode):
-        raise LfbError(f"--mode must be a plain name (letters, digits, _ . + -; names lfb_<mode>.h5), got {config.mode!r}")
+            raise SettingError(name, f"must be a positive integer, got {value!r}")
+    for name in ("detector_score_threshold", "proposal_score_threshold"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+            raise SettingError(name, f"must be in [0, 1], got {value!r}")
     check_frame_template(config.frame_template)
     if config.frames_root is None and config.videos_root is None:
         raise LfbError("give --frames-root DIR or --videos-root DIR (where the frames come from)")
@@ -231,8 +277,6 @@ def validate(config: ExtractConfig) -> None:
                            "or --detector-weights NAME")
         if config.proposals is not None or config.annotations is not None:
             raise LfbError("--keyframes every-second takes no --proposals/--annotations (it detects the persons)")
-        if not 0.0 <= config.detector_score_threshold <= 1.0:
-            raise LfbError(f"--detector-score-threshold must be in [0, 1], got {config.detector_score_threshold}")
     elif config.proposals is None and (config.keyframes is KeyframeSource.proposals or not config.whole_frame_fallback):
         raise LfbError("--proposals FILE is needed (or --keyframes annotated --whole-frame-fallback, "
                        "or --keyframes every-second with a detector)")
@@ -253,8 +297,8 @@ def check_frame_template(template: str) -> None:
     except (ValueError, IndexError, KeyError):
         ok = False
     if not ok or "/" in template or "\\" in template or "\0" in template:
-        raise LfbError(f"--frame-template must be a file name with exactly one integer field like "
-                       f"img_{{:05d}}.jpg, got {template!r}")
+        raise SettingError("frame_template", f"must be a file name with exactly one integer field like "
+                                             f"img_{{:05d}}.jpg, got {template!r}")
 
 
 def hash_inputs(config: ExtractConfig) -> None:
@@ -272,6 +316,7 @@ def resolved_dict(config: ExtractConfig, checkpoint_sha256: str) -> dict[str, An
     """Every option plus the content hashes: what a bank's ``config`` attribute holds (as JSON)."""
     data = dataclasses.asdict(config)
     data = {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
+    data["score_threshold"] = data.pop("proposal_score_threshold")  # the key banks always had
     data["fps"] = fps_text(config.fps)
     data["checkpoint_sha256"] = checkpoint_sha256
     data["detection"] = None

@@ -71,16 +71,30 @@ class ExtractResult:
     world_size: int = 1
     already_complete: bool = False
     precision: str = "fp32"  # the concrete compute precision (--precision auto resolved)
+    # boxes each filter dropped (detector_score_threshold, max_per_frame: at the seconds detected now;
+    # proposal_score_threshold, max_proposals), and the thresholds that applied
+    removed: dict[str, int] = field(default_factory=dict)
+    proposal_score_threshold: float | None = None
+    score_threshold_from: str = "default"
+    detector_score_threshold: float | None = None
 
 
-def load_keyframes(config: ExtractConfig) -> tuple[list[Keyframe], list[Skipped]]:
+def load_keyframes(config: ExtractConfig, removed: dict[str, int] | None = None,
+                   ) -> tuple[list[Keyframe], list[Skipped]]:
     annotations = read_annotations(config.annotations) if config.annotations else None
     excluded = read_excluded(config.excluded) if config.excluded else set()
     proposals = read_proposals(config.proposals) if config.proposals else None
     return build_keyframes(
         source=config.keyframes, annotations=annotations, excluded=excluded, proposals=proposals,
-        score_threshold=config.score_threshold, whole_frame_fallback=config.whole_frame_fallback,
+        score_threshold=_proposal_threshold(config), whole_frame_fallback=config.whole_frame_fallback,
+        removed=removed,
     )
+
+
+def _proposal_threshold(config: ExtractConfig) -> float:
+    if config.proposal_score_threshold is None:
+        raise LfbError("proposal_score_threshold is not resolved: build the config with build_config()")
+    return config.proposal_score_threshold
 
 
 def clip_settings(config: ExtractConfig) -> ClipSettings:
@@ -115,6 +129,7 @@ def persons_path(config: ExtractConfig) -> Path:
 
 
 def detect_persons_first(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | None,
+                         removed: dict[str, int] | None = None,
                          ) -> tuple[list[Keyframe], list[Skipped], dict[str, Any]]:
     """``--keyframes every-second``: detect persons at every second (resumable, all ranks), then the
     keyframes are the seconds with persons; returns them and the detection settings for provenance."""
@@ -130,9 +145,12 @@ def detect_persons_first(config: ExtractConfig, ctx: dist.DistContext, show_prog
         segment_size=config.segment_size, resume=config.resume, overwrite=config.overwrite,
         dist_timeout=config.dist_timeout,
     ), ctx, show_progress, name=config.mode)
+    if removed is not None:
+        removed.update(result.removed)
     keyframes, skipped = build_keyframes(
         source=KeyframeSource.every_second, annotations=None, excluded=set(), proposals=read_proposals(result.output),
-        seconds=result.keys, score_threshold=config.score_threshold, whole_frame_fallback=config.whole_frame_fallback,
+        seconds=result.keys, score_threshold=_proposal_threshold(config),
+        whole_frame_fallback=config.whole_frame_fallback, removed=removed,
     )
     detection = json.loads(sidecar_path(result.output).read_text())["settings"]
     return keyframes, skipped, detection
@@ -153,6 +171,7 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
     out = Path(config.out)
     inputs: tuple | None = None
     failure: LfbError | None = None
+    removed: dict[str, int] = {}
     device = torch.device("cpu")
     try:
         check_mode(config.mode)
@@ -164,7 +183,7 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
         resolved = resolved_dict(config, checkpoint_sha256(config.checkpoint))
         keyframes, skipped = [], []
         if config.keyframes is not KeyframeSource.every_second:
-            keyframes, skipped = load_keyframes(config)
+            keyframes, skipped = load_keyframes(config, removed)
         keyframes, outside = keyframes_inside(keyframes, clip_settings(config))  # unknown or empty videos fail here
         inputs = (resolved, keyframes, sorted(skipped + outside, key=lambda s: (s.video_id, s.timestamp)))
     except LfbError as error:
@@ -173,9 +192,13 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
     resolved, keyframes, skipped = inputs
     on_main(ctx, lambda: _take_lock(lock), share=False)  # before anything is written into OUT, detections included
     if config.keyframes is KeyframeSource.every_second:  # seconds with a whole clip: all inside their videos
-        keyframes, skipped, resolved["detection"] = detect_persons_first(config, ctx, show_progress)
+        keyframes, skipped, resolved["detection"] = detect_persons_first(config, ctx, show_progress, removed)
     result = ExtractResult(output=None, shards_dir=shards_dir(out), skipped=skipped, world_size=ctx.world_size,
-                           precision=str(config.precision))
+                           precision=str(config.precision), removed=removed,
+                           proposal_score_threshold=config.proposal_score_threshold,
+                           score_threshold_from=config.score_threshold_from)
+    if config.keyframes is KeyframeSource.every_second:
+        result.detector_score_threshold = config.detector_score_threshold
     if show_progress is None:
         show_progress = ctx.is_main and sys.stderr.isatty()
     by_key = {(k.video_id, k.timestamp): k for k in keyframes}
@@ -195,7 +218,7 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
         ctx, segment_parts(out, config.mode, _bank_kwargs(config, resolved)), settings=resume_settings(resolved),
         keys=list(by_key), work=work, assemble=assemble if config.merge else None, resume=config.resume,
         overwrite=config.overwrite, segment_size=config.segment_size, final=bank_finished(bank, resume_settings),
-        other_output_hint="build this one beside it with another --mode NAME (it names lfb_<mode>.h5)")
+        other_output_hint=lambda names: other_run_advice(config.mode, bank, names))
     if run.plan.complete:
         header = fmt.read_header(bank)
         return _summarize(result, bank, len(header.videos), header.num_keys, header.num_rows, already_complete=True)
@@ -204,6 +227,25 @@ def _run(config: ExtractConfig, ctx: dist.DistContext, show_progress: bool | Non
         report, result.merge_seconds = run.assembled
         _summarize(result, report.output, report.videos, report.keys, report.rows)
     return result
+
+
+#: Settings that say which data a run reads: when one of these differs, the user most likely forgot --mode.
+_INPUT_SETTINGS = ("input_sha256", "keyframes", "detection.keyframes_sha256", "detection.num_keyframes")
+
+
+def other_run_advice(mode: str, bank: Path, differing: list[str]) -> str:
+    """What to do when OUT holds mode ``mode``'s run with other settings (``differing``): other inputs
+    are most likely another split, so ``--mode NAME`` comes first and ``--overwrite`` (which replaces
+    that mode's bank) only when these inputs were meant for it; other model settings with the same
+    inputs are a rebuild of the same mode."""
+    example = "val" if mode != "val" else "test"
+    inputs = [n for n in differing if n.startswith(_INPUT_SETTINGS)]
+    if inputs:
+        return (f"if these inputs are another split, give it its own --mode NAME (e.g. --mode {example}: "
+                f"lfb_{example}.h5 beside {bank.name}); only if mode {mode}'s inputs were meant to change, "
+                f"pass --overwrite (it replaces {bank.name})")
+    return (f"to rebuild mode {mode} with these settings pass --overwrite (it replaces {bank.name}); to keep it, "
+            "write to another --out")
 
 
 def _take_lock(lock: RunLock) -> None:

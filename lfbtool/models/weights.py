@@ -1,5 +1,5 @@
 """torchvision's published weights, by name: one resolver and one download path (torchvision's own,
-hash-checked, cached in torch hub's directory). Offline, the error says to pass ``--checkpoint``."""
+hash-checked, cached in torch hub's directory). Offline, the error names the checkpoint setting."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
-from lfbtool.errors import LfbError
+from lfbtool.errors import LfbError, SettingError
 
 __all__ = ["resolve_weights", "weights_state_dict"]
 
@@ -31,12 +31,14 @@ def resolve_weights(model: str, name: str) -> Any:
     return value
 
 
-def weights_state_dict(weights: Any) -> dict[str, Tensor]:
-    """The state dict of a weights enum member, from torch hub's cache or downloaded (hash checked)."""
+def weights_state_dict(weights: Any, *, setting: str = "checkpoint") -> dict[str, Tensor]:
+    """The state dict of a weights enum member, from torch hub's cache or downloaded (hash checked).
+    Offline, the error names ``setting``: where the user can give the downloaded file instead."""
     try:
         return weights.get_state_dict(progress=False, check_hash=True)
     except Exception as error:  # noqa: BLE001 - urllib, ssl and hash errors all mean "no usable file"
-        raise LfbError(
+        raise SettingError(
+            setting,
             f"cannot download torchvision weights {weights} (no network?): download the file where there is "
-            f"network and pass it with --checkpoint ({type(error).__name__}: {error})"
+            f"network and pass it with {{0}} ({type(error).__name__}: {error})"
         ) from error
