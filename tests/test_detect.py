@@ -205,7 +205,7 @@ def test_sizes_of_every_torchvision_detector():
             assert input_sizes(build_detector(name)) == own_sizes.get(name, (800, 1333)), name
             if has_fixed_size(name):
                 for given in ({"min_size": 64}, {"max_size": 96}):
-                    with pytest.raises(LfbError, match=f"do not apply to {name}: SSD models") as refused:
+                    with pytest.raises(LfbError, match=f"detector_{next(iter(given))} does not apply to {name}: SSD models") as refused:
                         build_detector(name, **given)
                     assert "\n" not in str(refused.value)
             else:
