@@ -35,7 +35,7 @@ def test_invalid_values_are_refused():
         build_config(None, {**BASE, "spatial_pool": "mean"})
     with pytest.raises(LfbError, match="clip_len must be a positive integer"):
         build_config(None, {**BASE, "clip_len": 0})
-    with pytest.raises(LfbError, match="--frames-root"):
+    with pytest.raises(LfbError, match="frames_root DIR or videos_root DIR"):
         build_config(None, {"proposals": Path("/p.pkl"), "annotations": Path("/a.csv")})
 
 
@@ -127,3 +127,44 @@ def test_frame_template_has_one_integer_field(template):
     with pytest.raises(LfbError, match="frame_template must be a file name with exactly one integer field"):
         build_config(None, {**BASE, "frame_template": template})
     assert build_config(None, {**BASE, "frame_template": "frame{:06d}.png"}).frame_template == "frame{:06d}.png"
+
+
+def test_recorded_fingerprints_of_unchanged_runs_stay_those_of_main():
+    """Typed settings changed how the config is held, not what a bank records: the fingerprint and the
+    --resume settings of a default run equal those computed on main before the change (so a run
+    started there resumes here). Only every-second's proposal filter changed on purpose (issue 21.3):
+    its compute fingerprint stays, its resume settings now record the detector's 0.5."""
+    from lfbtool.runs.settings import fingerprint as settings_fingerprint
+
+    resolved = resolved_dict(build_config(None, BASE), "abc")
+    assert (fingerprint(resolved), settings_fingerprint(resume_settings(resolved))) == ("40860ea81da31ef7",
+                                                                                      "5dbcf403b3b2be29")
+    own = resolved_dict(build_config(None, {"videos_root": Path("/v"), "keyframes": "every-second",
+                                            "detector_checkpoint": Path("/d.pt")}), "abc")
+    assert fingerprint(own) == "5451624700574de1"
+    assert (own["score_threshold"], own["score_threshold_from"]) == (0.5, "detector")
+
+
+def test_settings_are_frozen_and_parsed():
+    from dataclasses import FrozenInstanceError
+
+    from lfbtool.choices import KeyframeSource, Pool
+    from lfbtool.extract.config import settings_of
+
+    settings = settings_of(build_config(None, {**BASE, "spatial_pool": "avg", "fps": "29.97"}))
+    assert settings.model.spatial_pool is Pool.avg and settings.selection.keyframes is KeyframeSource.annotated
+    assert str(settings.frames.fps) == "2997/100" and isinstance(settings.frames.frames_root, Path)
+    with pytest.raises(FrozenInstanceError):
+        settings.clip.clip_len = 8  # type: ignore[misc]
+
+
+def test_detect_and_extract_share_the_detector_settings():
+    """extract hands detect its DetectorSettings object: one definition, no field copied by hand."""
+    from lfbtool.detect.run import DetectConfig
+    from lfbtool.extract.config import settings_of
+    from lfbtool.settings import DetectorSettings
+
+    settings = settings_of(build_config(None, {"videos_root": Path("/v"), "keyframes": "every-second",
+                                               "detector_checkpoint": Path("/d.pt"), "max_per_frame": 7}))
+    assert settings.detector == DetectorSettings(detector_checkpoint=Path("/d.pt"), max_per_frame=7)
+    assert DetectConfig.__dataclass_fields__["detector"].type in ("DetectorSettings", DetectorSettings)

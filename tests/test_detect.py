@@ -90,11 +90,11 @@ def torchvision_persons(model, frame: np.ndarray, threshold: float, limit: int) 
 
 def detect_in_process(own: OwnVideos, out: Path, **options):
     """``run_detect`` called as a library (no new process), on the test videos."""
-    from lfbtool.detect.run import DetectConfig, run_detect
+    from lfbtool.detect.run import detect_config, run_detect
 
     settings = dict(videos_root=own.videos, detector=DETECTOR, detector_checkpoint=own.checkpoint, clip_len=4,
                     frame_interval=2, max_per_frame=3, device="cpu")
-    return run_detect(DetectConfig(out=out, **{**settings, **options}), show_progress=False)
+    return run_detect(detect_config(out=out, **{**settings, **options}), show_progress=False)
 
 
 def test_detect_gives_torchvision_boxes_at_the_centre_frame(own, reference):
@@ -138,7 +138,7 @@ def test_the_detector_sees_exactly_the_centre_frame(own, reference, tmp_path, mo
 
     monkeypatch.setattr(lfbtool.detect.run, "detect_persons", spy)
     out = tmp_path / "boxes.pkl"
-    detect_in_process(own, out, min_size=64, max_size=64)
+    detect_in_process(own, out, detector_min_size=64, detector_max_size=64)
     centre = []
     for video in VIDEOS:
         frames = decoded_frames(own.videos / f"{video}.mp4")
@@ -303,10 +303,9 @@ def test_video_without_frames(own, tmp_path):
 
 
 def test_weights_options(tmp_path, monkeypatch):
+    from lfbtool.cli.options import error_text
     from lfbtool.errors import LfbError
     from lfbtool.models.detector import load_detector
-
-    from lfbtool.cli.options import error_text
 
     with pytest.raises(LfbError, match="detector_checkpoint FILE .* or detector_weights NAME") as caught:
         load_detector(DETECTOR)  # the library names settings; the CLI, their flags

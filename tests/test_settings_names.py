@@ -4,8 +4,8 @@ nothing cut silently (issue 21.3), and a refusal that suggests --mode before --o
 from __future__ import annotations
 
 import json
-import re
 import pickle
+import re
 from pathlib import Path
 
 import h5py

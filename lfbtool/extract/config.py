@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import string
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,16 @@ from lfbtool.choices import KeyframeSource, Pool, Precision
 from lfbtool.errors import LfbError, SettingError
 from lfbtool.runs.naming import check_mode
 from lfbtool.runs.settings import fingerprint as settings_fingerprint
+from lfbtool.settings import (
+    ClipSampling,
+    DetectorSettings,
+    ExtractSettings,
+    FeatureModel,
+    FrameSource,
+    KeyframeSelection,
+    RunOptions,
+    project,
+)
 
 #: The proposal filter when the proposals are not a detector's output (MMAction2's AVA default).
 DEFAULT_PROPOSAL_SCORE_THRESHOLD = 0.9
@@ -84,15 +94,10 @@ class ExtractConfig:
     resume: bool = False
     overwrite: bool = False
     dist_timeout: int = 1800
-    # filled in by hash_inputs(): hashes of the files whose content enters the bank
-    input_sha256: dict[str, str] = field(default_factory=dict)
-    # filled in by build_config(): where the proposal filter's threshold came from
-    # ("option", "default", or "detector": the detector's own threshold, so every box it kept stays)
-    score_threshold_from: str = "default"
 
 
-#: Options the user may set (the CLI and TOML names); ``input_sha256`` is computed, not set.
-OPTION_FIELDS = tuple(f.name for f in fields(ExtractConfig) if f.name not in ("input_sha256", "score_threshold_from"))
+#: Options the user may set (the CLI and TOML names).
+OPTION_FIELDS = tuple(f.name for f in fields(ExtractConfig))
 #: Old option names still read (TOML keys; the CLI keeps hidden flags), each with a one-line note.
 DEPRECATED_NAMES = {"score_threshold": "proposal_score_threshold"}
 PATH_FIELDS = {"out", "annotations", "excluded", "proposals", "frames_root", "videos_root", "checkpoint",
@@ -110,9 +115,8 @@ SELECTION_FIELDS = ("mode", "keyframes", "score_threshold", "whole_frame_fallbac
                     "detection")
 #: Settings added after banks were first written: absent from an old bank's config means the old behaviour.
 _NEW_FIELDS = ("precision", "stride", "detection")
-_POSITIVE = ("stride", "max_per_frame", "detector_min_size", "detector_max_size", "clip_len", "frame_interval", "short_side", "roi_output_size", "batch_size", "segment_size",
-             "dist_timeout")
-_MAY_BE_NONE = ("detector_min_size", "detector_max_size")  # None: the detector's own
+_POSITIVE = ("clip_len", "frame_interval", "short_side", "roi_output_size")  # checked before the spec reads them
+_MAY_BE_NONE: tuple[str, ...] = ()
 
 
 def default_of(name: str) -> Any:
@@ -208,7 +212,6 @@ def build_config(toml_path: Path | None, overrides: dict[str, Any]) -> ExtractCo
     config.fps = parse_fps(config.fps)
     if config.timestamp_start is None:
         config.timestamp_start = 0 if own_videos else 900
-    resolve_proposal_threshold(config)
     for name in ("roi_temporal_pool", "temporal_pool", "spatial_pool"):
         setattr(config, name, Pool.parse(getattr(config, name), f"--{name.replace('_', '-')}"))
     from lfbtool.models.registry import bank_spec
@@ -234,13 +237,12 @@ def deprecation_note(text: str) -> None:
         sys.stderr.write(f"note: {text} (the old name still works for now)\n")
 
 
-def resolve_proposal_threshold(config: ExtractConfig) -> None:
-    """The proposal filter's threshold: the option when given; else, for boxes a detector made
-    (``every-second``, or ``--proposals`` written by ``lfbtool detect``, per its sidecar), the detector's
-    own threshold, so every box it kept stays; else MMAction2's 0.9."""
+def proposal_threshold(config: ExtractConfig) -> tuple[float, str]:
+    """The proposal filter's threshold and where it comes from: the option when given; else, for boxes
+    a detector made (``every-second``, or ``--proposals`` written by ``lfbtool detect``, per its
+    sidecar), the detector's own threshold, so every box it kept stays; else MMAction2's 0.9."""
     if config.proposal_score_threshold is not None:
-        config.score_threshold_from = "option"
-        return
+        return config.proposal_score_threshold, "option"
     detector_threshold = None
     if config.keyframes is KeyframeSource.every_second:
         detector_threshold = config.detector_score_threshold
@@ -249,9 +251,22 @@ def resolve_proposal_threshold(config: ExtractConfig) -> None:
 
         detector_threshold = detector_threshold_of(config.proposals)
     if detector_threshold is None:
-        config.proposal_score_threshold, config.score_threshold_from = DEFAULT_PROPOSAL_SCORE_THRESHOLD, "default"
-    else:
-        config.proposal_score_threshold, config.score_threshold_from = float(detector_threshold), "detector"
+        return DEFAULT_PROPOSAL_SCORE_THRESHOLD, "default"
+    return float(detector_threshold), "detector"
+
+
+def settings_of(config: ExtractConfig) -> ExtractSettings:
+    """The frozen settings of ``config``, resolved and checked once (the public entry points call it;
+    a config not from :func:`build_config` is resolved as the CLI's would be)."""
+    config = build_config(None, {name: getattr(config, name) for name in OPTION_FIELDS})
+    threshold, source = proposal_threshold(config)
+    options = {**dataclasses.asdict(config), "proposal_score_threshold": threshold, "score_threshold_from": source}
+    return ExtractSettings(
+        mode=config.mode, out=Path(config.out), selection=project(KeyframeSelection, options),
+        frames=project(FrameSource, options), clip=project(ClipSampling, options),
+        detector=project(DetectorSettings, options), model=project(FeatureModel, options),
+        run=project(RunOptions, options),
+    ).check()
 
 
 def validate(config: ExtractConfig) -> None:
@@ -262,15 +277,12 @@ def validate(config: ExtractConfig) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise SettingError(name, f"must be a positive integer, got {value!r}")
-    for name in ("detector_score_threshold", "proposal_score_threshold"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-            raise SettingError(name, f"must be in [0, 1], got {value!r}")
+    if config.proposal_score_threshold is not None:
+        KeyframeSelection(proposal_score_threshold=config.proposal_score_threshold).check()
+    project(DetectorSettings, config).check()
     check_frame_template(config.frame_template)
-    if config.frames_root is None and config.videos_root is None:
-        raise LfbError("give --frames-root DIR or --videos-root DIR (where the frames come from)")
-    if config.frames_root is not None and config.videos_root is not None:
-        raise LfbError("give only one of --frames-root and --videos-root")
+    project(FrameSource, config).check()
+    project(RunOptions, config).check()
     if config.keyframes is KeyframeSource.every_second:
         if (config.detector_checkpoint is None) == (config.detector_weights is None):
             raise LfbError("--keyframes every-second detects the persons: give one of --detector-checkpoint FILE "
@@ -280,12 +292,8 @@ def validate(config: ExtractConfig) -> None:
     elif config.proposals is None and (config.keyframes is KeyframeSource.proposals or not config.whole_frame_fallback):
         raise LfbError("--proposals FILE is needed (or --keyframes annotated --whole-frame-fallback, "
                        "or --keyframes every-second with a detector)")
-    if config.fps == "auto" and config.videos_root is None:
-        raise LfbError("--fps auto reads each video file's rate: give --videos-root, or a number for frame directories")
     if config.keyframes is KeyframeSource.annotated and config.annotations is None:
         raise LfbError("--keyframes annotated needs --annotations FILE")
-    if config.resume and config.overwrite:
-        raise LfbError("--resume and --overwrite exclude each other")
 
 
 def check_frame_template(template: str) -> None:
@@ -301,26 +309,30 @@ def check_frame_template(template: str) -> None:
                                              f"img_{{:05d}}.jpg, got {template!r}")
 
 
-def hash_inputs(config: ExtractConfig) -> None:
-    """Record the content hashes of the annotation, excluded and proposal files in the config."""
+def hash_inputs(settings: ExtractSettings) -> ExtractSettings:
+    """The settings with the content hashes of the annotation, excluded and proposal files."""
+    hashes = {}
     for name in ("annotations", "excluded", "proposals"):
-        path = getattr(config, name)
+        path = getattr(settings.selection, name)
         if path is None:
             continue
         if not Path(path).is_file():
             raise LfbError(f"{path}: {name} file not found")
-        config.input_sha256[name] = file_sha256(Path(path))
+        hashes[name] = file_sha256(Path(path))
+    return dataclasses.replace(settings, input_sha256=hashes)
 
 
-def resolved_dict(config: ExtractConfig, checkpoint_sha256: str) -> dict[str, Any]:
-    """Every option plus the content hashes: what a bank's ``config`` attribute holds (as JSON)."""
-    data = dataclasses.asdict(config)
-    data = {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
+def resolved_dict(settings: ExtractSettings | ExtractConfig, checkpoint_sha256: str) -> dict[str, Any]:
+    """Every option plus the content hashes: what a bank's ``config`` attribute holds (as JSON), in the
+    flat shape banks always had (the proposal filter's threshold under its old key ``score_threshold``)."""
+    if isinstance(settings, ExtractConfig):
+        settings = settings_of(settings)
+    data = {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.flat().items()}
     data["score_threshold"] = data.pop("proposal_score_threshold")  # the key banks always had
-    data["fps"] = fps_text(config.fps)
+    data["fps"] = fps_text(settings.frames.fps)
     data["checkpoint_sha256"] = checkpoint_sha256
     data["detection"] = None
-    if config.precision is Precision.fp32:
+    if settings.model.precision is Precision.fp32:
         del data["precision"]  # fp32 banks keep the fingerprint they always had
     return data
 

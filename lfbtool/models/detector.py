@@ -20,9 +20,9 @@ from torch import Tensor, nn
 
 from lfbtool.errors import LfbError, SettingError
 from lfbtool.models.checkpoint import checkpoint_sha256, load_strict, read_checkpoint
+from lfbtool.settings import DEFAULT_DETECTOR as DEFAULT_DETECTOR  # re-exported: its one home is settings
 
 PERSON_LABEL = 1  # COCO category id of "person" in torchvision's detection models
-DEFAULT_DETECTOR = "fasterrcnn_resnet50_fpn_v2"
 
 
 def detector_names() -> list[str]:
