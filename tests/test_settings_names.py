@@ -156,3 +156,24 @@ def test_forgotten_mode_is_suggested_before_overwrite(tiny_data, tmp_path, capsy
     same_inputs = run_in_process(tiny_data.extract_args(out) + ["--short-side", "24"], capsys)
     line = _error_lines(same_inputs)[0]
     assert "short_side 24 now, 32 there" in line and "--overwrite" in line and "--mode" not in line
+
+
+def test_merge_of_banks_with_other_settings_names_them_in_words(tmp_path):
+    """Not only two fingerprints: the compute settings that differ, from the banks' recorded configs."""
+    from lfbtool.bank.merge import merge_banks
+    from lfbtool.bank.writer import BankWriter
+    from lfbtool.errors import LfbError
+    from lfbtool.extract.config import build_config, fingerprint, resolved_dict
+
+    base = {"frames_root": Path("/f"), "proposals": Path("/p.pkl"), "annotations": Path("/a.csv")}
+    paths = []
+    for name, clip_len in (("a", 4), ("b", 8)):
+        resolved = resolved_dict(build_config(None, {**base, "clip_len": clip_len}), "abc")
+        path = tmp_path / f"{name}.h5"
+        with BankWriter(path, feature_dim=2, dtype="float16", mode="train", config_json=json.dumps(resolved),
+                        config_fingerprint=fingerprint(resolved)) as writer:
+            writer.append(name, 902, np.ones((1, 2)), np.zeros((1, 4)), np.ones(1))
+        paths.append(path)
+    with pytest.raises(LfbError, match=r"config_fingerprint '\w+' differs from '\w+' in .*a\.h5 "
+                                       r"\(clip_len 8 there, 4 in .*a\.h5\); banks built with different settings"):
+        merge_banks(paths, tmp_path / "m.h5")
