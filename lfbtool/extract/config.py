@@ -285,15 +285,16 @@ def validate(config: ExtractConfig) -> None:
     project(RunOptions, config).check()
     if config.keyframes is KeyframeSource.every_second:
         if (config.detector_checkpoint is None) == (config.detector_weights is None):
-            raise LfbError("--keyframes every-second detects the persons: give one of --detector-checkpoint FILE "
-                           "or --detector-weights NAME")
+            raise SettingError("keyframes", "{0} every-second detects the persons: give one of {1} FILE or {2} NAME",
+                               also=("detector_checkpoint", "detector_weights"))
         if config.proposals is not None or config.annotations is not None:
-            raise LfbError("--keyframes every-second takes no --proposals/--annotations (it detects the persons)")
+            raise SettingError("keyframes", "{0} every-second takes no {1}/{2} (it detects the persons)",
+                               also=("proposals", "annotations"))
     elif config.proposals is None and (config.keyframes is KeyframeSource.proposals or not config.whole_frame_fallback):
-        raise LfbError("--proposals FILE is needed (or --keyframes annotated --whole-frame-fallback, "
-                       "or --keyframes every-second with a detector)")
+        raise SettingError("proposals", "{0} FILE is needed (or {1} annotated {2}, or {1} every-second with a "
+                           "detector)", also=("keyframes", "whole_frame_fallback"))
     if config.keyframes is KeyframeSource.annotated and config.annotations is None:
-        raise LfbError("--keyframes annotated needs --annotations FILE")
+        raise SettingError("keyframes", "{0} annotated needs {1} FILE", also=("annotations",))
 
 
 def check_frame_template(template: str) -> None:

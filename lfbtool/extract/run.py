@@ -199,7 +199,8 @@ def _run(settings: ExtractSettings, ctx: dist.DistContext, show_progress: bool |
         keyframes, skipped, resolved["detection"] = detect_persons_first(settings, ctx, show_progress, removed)
     result = ExtractResult(output=None, shards_dir=shards_dir(out), skipped=skipped, world_size=ctx.world_size,
                            precision=str(settings.model.precision), removed=removed,
-                           proposal_score_threshold=settings.selection.proposal_score_threshold,
+                           proposal_score_threshold=settings.selection.proposal_score_threshold
+                           if every_second or settings.selection.proposals is not None else None,
                            score_threshold_from=settings.selection.score_threshold_from,
                            detector_score_threshold=settings.detector.detector_score_threshold if every_second else None)
     if show_progress is None:
