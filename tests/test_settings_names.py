@@ -177,3 +177,27 @@ def test_merge_of_banks_with_other_settings_names_them_in_words(tmp_path):
     with pytest.raises(LfbError, match=r"config_fingerprint '\w+' differs from '\w+' in .*a\.h5 "
                                        r"\(clip_len 8 there, 4 in .*a\.h5\); banks built with different settings"):
         merge_banks(paths, tmp_path / "m.h5")
+
+
+def test_each_filter_counts_what_it_removed():
+    """Hand-counted: the detector's threshold and per-frame cap, the proposal filter (MMAction2's rule:
+    a keyframe with no box at the threshold keeps its best) and the per-keyframe cap."""
+    import torch
+
+    from lfbtool.data.ava import build_keyframes
+    from lfbtool.models.detector import person_boxes
+
+    removed: dict[str, int] = {}
+    output = {"labels": torch.tensor([1, 1, 1, 2, 1]), "scores": torch.tensor([0.9, 0.8, 0.3, 0.95, 0.1]),
+              "boxes": torch.tensor([[0.0, 0.0, 5.0, 5.0]] * 5)}
+    kept = person_boxes(output, 10, 10, score_threshold=0.5, max_per_frame=1, removed=removed)
+    assert len(kept) == 1 and removed == {"detector_score_threshold": 2, "max_per_frame": 1}
+
+    proposals = {("v", 1): np.array([[0, 0, 1, 1, 0.95], [0, 0, 1, 1, 0.5], [0, 0, 1, 1, 0.3]], np.float32),
+                 ("v", 2): np.array([[0, 0, 1, 1, 0.6], [0, 0, 1, 1, 0.6], [0, 0, 1, 1, 0.4]], np.float32)}
+    removed = {}
+    keyframes, _ = build_keyframes(source="proposals", annotations=None, excluded=set(), proposals=proposals,
+                                   score_threshold=0.9, max_proposals=1, removed=removed)
+    # v,1: 0.5 and 0.3 below 0.9; v,2: none reaches 0.9, so its best (0.6, twice) stay, then the cap keeps 1
+    assert [len(k.boxes) for k in keyframes] == [1, 1]
+    assert removed == {"proposal_score_threshold": 3, "max_proposals": 1}
