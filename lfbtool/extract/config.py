@@ -1,4 +1,5 @@
-"""The resolved extraction config: defaults <- TOML file <- command-line options, and its fingerprint.
+"""Extract's flat options layer: defaults <- TOML file <- command-line options, resolved once into the
+frozen :class:`~lfbtool.settings.ExtractSettings` (:func:`settings_of`), and the bank's fingerprint.
 
 The fingerprint covers exactly the settings that change what lands in the bank (inputs, sampling,
 model, pooling, precision) and not how the run goes (workers, batch size, device, paths), so a resume
@@ -116,7 +117,6 @@ SELECTION_FIELDS = ("mode", "keyframes", "score_threshold", "whole_frame_fallbac
 #: Settings added after banks were first written: absent from an old bank's config means the old behaviour.
 _NEW_FIELDS = ("precision", "stride", "detection")
 _POSITIVE = ("clip_len", "frame_interval", "short_side", "roi_output_size")  # checked before the spec reads them
-_MAY_BE_NONE: tuple[str, ...] = ()
 
 
 def default_of(name: str) -> Any:
@@ -273,8 +273,6 @@ def validate(config: ExtractConfig) -> None:
     """Checks across options; a refused value is a SettingError naming the setting (the CLI shows its flag)."""
     for name in _POSITIVE:
         value = getattr(config, name)
-        if value is None and name in _MAY_BE_NONE:
-            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise SettingError(name, f"must be a positive integer, got {value!r}")
     if config.proposal_score_threshold is not None:
