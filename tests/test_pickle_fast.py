@@ -18,7 +18,8 @@ import pytest
 from lfbtool._io import pickle_fast
 from lfbtool._io.pickle_bounds import BoundedUnpickler
 from lfbtool._io.safe_pickle import load_plain
-from lfbtool.data.ava import _proposals_at_once, _proposals_one_by_one, read_proposals
+from lfbtool.data._proposals_fast import proposals_at_once as _proposals_at_once
+from lfbtool.data.ava import _proposals_one_by_one, read_proposals
 from lfbtool.errors import LfbError
 
 

@@ -108,7 +108,7 @@ def test_classifier_logits_are_torchvisions_bit_for_bit(classifiers, name: str, 
     assert embeddings.shape == (2, spec.channels) and torch.equal(embeddings, fed[-1])
     if name == "mvit_v1_b":
         with pytest.raises(LfbError, match=r"^mvit_v1_b has an absolute position table for 4x32x32 clips.*"
-                                           r"got about 4x64x64: use --clip-len 4 and a 32 crop$"):
+                                           r"got about 4x64x64: use clip_len 4 and a 32 crop$"):
             recognizer.classify(torch.zeros(1, 3, 4, 64, 64))
 
 

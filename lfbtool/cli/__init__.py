@@ -67,6 +67,7 @@ for _name, _command in (
 
 def main() -> None:
     """Console-script entry point: run the app, turn every error into one line and an exit code."""
+    from lfbtool.cli.options import error_text
     from lfbtool.cli.usage import CLICK_EXCEPTION, usage_error_line
     from lfbtool.errors import LfbError
     from lfbtool.runtime import is_node_leader
@@ -86,7 +87,7 @@ def main() -> None:
         if debug:
             raise
         if is_node_leader() or not error.all_ranks:  # an error every rank shares: once per node's log
-            print_error(str(error))
+            print_error(error_text(error))
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         print_error("interrupted; finished work is kept (rerun with --resume where the command has it)")

@@ -36,7 +36,8 @@ def extract_command(
     annotations: Annotated[Path | None, _opt("AVA annotation CSV.", panel=_INPUTS)] = None,
     excluded: Annotated[Path | None, _opt("Excluded-timestamps CSV.", panel=_INPUTS)] = None,
     proposals: Annotated[Path | None, _opt("Person proposals (.pkl or .csv).", panel=_INPUTS)] = None,
-    score_threshold: Annotated[float | None, _opt("Keep proposals scoring at least this.", panel=_INPUTS, default="score_threshold")] = None,
+    proposal_score_threshold: Annotated[float | None, _opt("Keep proposals scoring at least this (a keyframe with none keeps its best, as MMAction2) (default: every box the detector kept, for every-second and for `lfbtool detect` outputs; else 0.9).", panel=_INPUTS)] = None,
+    score_threshold: Annotated[float | None, typer.Option("--score-threshold", hidden=True, help="Deprecated name of --proposal-score-threshold.")] = None,
     whole_frame_fallback: Annotated[bool | None, _opt("Keyframes without proposals get box [0,0,1,1] (MMAction2) instead of being skipped.", "--whole-frame-fallback/--no-whole-frame-fallback", panel=_INPUTS, default="whole_frame_fallback")] = None,
     frames_root: Annotated[Path | None, _opt("DIR/<video_id>/img_00001.jpg ...", panel=_INPUTS)] = None,
     videos_root: Annotated[Path | None, _opt("DIR/<video_id>.<ext>, decoded with PyAV.", panel=_INPUTS)] = None,
@@ -79,9 +80,15 @@ def extract_command(
     """Extract a Long-Term Feature Bank (one process, or every rank under torchrun)."""
     from lfbtool.extract.run import run_extract
 
+    if score_threshold is not None:  # the old name of the proposal filter's threshold
+        from lfbtool.extract.config import deprecation_note
+
+        deprecation_note("--score-threshold is now --proposal-score-threshold")
+        if proposal_score_threshold is None:
+            proposal_score_threshold = score_threshold
     overrides = dict(
         out=out, mode=mode, keyframes=keyframes, annotations=annotations, excluded=excluded, proposals=proposals,
-        score_threshold=score_threshold, whole_frame_fallback=whole_frame_fallback, frames_root=frames_root,
+        proposal_score_threshold=proposal_score_threshold, whole_frame_fallback=whole_frame_fallback, frames_root=frames_root,
         videos_root=videos_root, frame_template=frame_template, video_ext=video_ext, fps=fps,
         timestamp_start=timestamp_start, start_index=start_index, video_list=video_list, stride=stride,
         detector=detector, detector_checkpoint=detector_checkpoint, detector_weights=detector_weights,
@@ -118,6 +125,7 @@ def print_extract_summary(result) -> None:
     rows.append(("keyframes", f"{result.keyframes} ({done})" if merged else
                  f"{result.keyframes} in {result.parts} parts, not merged into a bank yet ({done})"))
     rows.append(("boxes", str(result.boxes)))
+    rows.append(("filters", filters_text(result)))
     rows.append(("precision", result.precision))
     if result.extracted_now and result.loop_seconds > 0:
         rate = result.extracted_now / result.loop_seconds
@@ -143,6 +151,26 @@ def print_extract_summary(result) -> None:
         stdout.print(f"{name:<11}{value}", markup=False)
 
 
+def filters_text(result) -> str:
+    """Which box filters applied and how many boxes each removed: never a silent cut."""
+    removed = result.removed
+    parts = []
+    if result.detector_score_threshold is not None:
+        parts.append(f"detector score >= {result.detector_score_threshold:g} removed "
+                     f"{removed.get('detector_score_threshold', 0)}, max per frame removed "
+                     f"{removed.get('max_per_frame', 0)} (seconds detected now)")
+    threshold = result.proposal_score_threshold
+    if result.score_threshold_from == "detector":
+        parts.append(f"proposal score >= {threshold:g} (the detector's; every box it kept stays) removed "
+                     f"{removed.get('proposal_score_threshold', 0)}")
+    elif threshold is not None:
+        parts.append(f"proposal score >= {threshold:g} (or a keyframe's best) removed "
+                     f"{removed.get('proposal_score_threshold', 0)}")
+    if removed.get("max_proposals"):
+        parts.append(f"max proposals per keyframe removed {removed['max_proposals']}")
+    return "; ".join(parts) or "none"
+
+
 def merge_command(
     inputs: Annotated[list[Path], typer.Argument(help="An extract OUT directory (its shards), or bank files to merge.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output bank (required when merging banks).")] = None,
@@ -156,7 +184,9 @@ def merge_command(
     from lfbtool.bank import format as fmt
     from lfbtool.bank.merge import merge_banks
     from lfbtool.extract._segments import merge_shards, shards_dir
+    from lfbtool.runs.naming import check_mode
 
+    check_mode(mode)  # the one mode rule, also where only bank files are merged
     if len(inputs) == 1 and inputs[0].is_dir():
         bank = output or fmt.bank_path(inputs[0], mode)
         with RunLock(inputs[0], f"lfbtool merge --mode {mode}") as lock:

@@ -63,6 +63,18 @@ def sidecar_settings(out: str | Path) -> dict[str, Any] | None:
     return settings
 
 
+def detector_threshold_of(proposals: str | Path) -> float | None:
+    """The score threshold of the detector that wrote ``proposals`` (``lfbtool detect``, per its sidecar
+    ``<proposals>.json``); None when the file has no sidecar (proposals from elsewhere)."""
+    settings = sidecar_settings(proposals)
+    if settings is None:
+        return None
+    value = settings.get("score_threshold")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise LfbError(f"{sidecar_path(proposals)}: settings.score_threshold must be a number, got {value!r}")
+    return float(value)
+
+
 @dataclass
 class Detections:
     """Person boxes per keyframe, float32 ``[n, 5]``; n may be 0."""
