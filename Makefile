@@ -33,7 +33,15 @@ demo: install
 		--detector fasterrcnn_mobilenet_v3_large_320_fpn --detector-checkpoint $(EXAMPLE)/person_detector_random.pth \
 		--detector-min-size 96 --detector-max-size 160 --max-per-frame 3 --clip-len 4 --frame-interval 2 \
 		--preview $(OWN_OUT)/preview --preview-frames 6
-	@echo "pictures: $(DEMO_OUT)/lfb_train.png (lfbtool show), $(OWN_OUT)/preview/*.png (detect --preview)"
+	@echo ""
+	@echo "Done. The banks (random weights: the numbers mean nothing, the plumbing is real):"
+	@echo "  $(DEMO_OUT)/lfb_train.h5              AVA-style inputs (annotations, proposals, frames)"
+	@echo "  $(OWN_OUT)/lfb_train.h5   bare videos (persons detected every second)"
+	@echo "Pictures: $(DEMO_OUT)/lfb_train.png (lfbtool show), $(OWN_OUT)/preview/*.png (detect --preview)"
+	@echo "Next:"
+	@echo "  $(VENV)/bin/lfbtool inspect $(OWN_OUT)/lfb_train.h5 --video vid_a   # its keyframes and boxes"
+	@echo "  $(PY) -c \"from lfbtool import FeatureBank; print(FeatureBank('$(DEMO_OUT)/lfb_train.h5')['vid_a', 902].shape)\""
+	@echo "  your own data: README.md (Extract a bank), docs/own-videos.md (a folder of videos)"
 
 # The two pictures in docs/ (docs/images/), made by the demo.
 doc-images: demo

@@ -39,7 +39,7 @@ def _batches(clips: list[torch.Tensor], size: int) -> list[torch.Tensor]:
 
 def bench_one(name: str, example, args: argparse.Namespace) -> dict[str, float]:
     from lfbtool.data.clips import KeyframeClips
-    from lfbtool.extract.config import build_config
+    from lfbtool.extract.config import build_config, settings_of
     from lfbtool.extract.run import build_model, clip_settings, load_keyframes
     from lfbtool.models import backbone_spec
     from lfbtool.runtime import resolve_device
@@ -59,9 +59,10 @@ def bench_one(name: str, example, args: argparse.Namespace) -> dict[str, float]:
         "device": args.device, "whole_frame_fallback": True,
     })
     device = resolve_device(args.device)
-    model = build_model(config, device)
-    keyframes, _ = load_keyframes(config)
-    dataset = KeyframeClips(keyframes, clip_settings(config))
+    settings = settings_of(config)
+    model, _ = build_model(settings.model, device)
+    keyframes, _ = load_keyframes(settings)
+    dataset = KeyframeClips(keyframes, clip_settings(settings))
     batches = _batches([dataset.load(i)["clip"] for i in range(len(dataset))], args.batch_size)
     with torch.inference_mode():
         for shape in {batch.shape for batch in batches}:  # prime kernels for every batch shape

@@ -12,6 +12,7 @@ A random-weight fasterrcnn_mobilenet_v3_large_320_fpn at --min-size keeps it qui
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 import time
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args(argv)
 
-    from lfbtool.detect.run import DetectConfig, clip_settings, keyframe_keys, resolve_defaults, run_detect
+    from lfbtool.detect.run import clip_settings, detect_config, keyframe_keys, resolve_defaults, run_detect
     from lfbtool.models.detector import build_detector, detect_persons
     from lfbtool.runtime import resolve_device
     from lfbtool.testing.synthetic import synthetic_frames, write_video
@@ -49,9 +50,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         model.roi_heads.box_predictor.cls_score.bias[1] += 6.0  # random boxes score as persons
     checkpoint = args.workdir / "detector.pth"
     torch.save(model.state_dict(), checkpoint)
-    config = resolve_defaults(DetectConfig(
+    config = resolve_defaults(detect_config(
         out=args.workdir / "out0.pkl", videos_root=videos, detector=args.detector, detector_checkpoint=checkpoint,
-        min_size=args.min_size, max_size=args.max_size, clip_len=4, frame_interval=2, device=args.device,
+        detector_min_size=args.min_size, detector_max_size=args.max_size, clip_len=4, frame_interval=2,
+        device=args.device,
     ))
 
     # The bare forward's inputs: the same keyframe images, decoded beforehand.
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     full_s = loop_s = bare_s = float("inf")
     for attempt in range(args.repeat):
-        config.out = args.workdir / f"out{attempt}.pkl"
+        config = dataclasses.replace(config, out=args.workdir / f"out{attempt}.pkl")
         started = time.perf_counter()
         result = run_detect(config, show_progress=False)
         full_s = min(full_s, time.perf_counter() - started)

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     from lfbtool.data.clips import KeyframeClips
     from lfbtool.extract._loop import auto_workers
-    from lfbtool.extract.config import build_config
+    from lfbtool.extract.config import build_config, settings_of
     from lfbtool.extract.run import build_model, clip_settings, load_keyframes
     from lfbtool.runtime import resolve_device
     from lfbtool.testing.checkpoints import make_random_detector_checkpoint
@@ -58,9 +58,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     # The bare forward's inputs: the same clips, decoded beforehand, in the same batches.
     device = resolve_device(args.device, 0)
-    model = build_model(config, device)
-    keyframe_list, _ = load_keyframes(config)
-    dataset = KeyframeClips(keyframe_list, clip_settings(config))
+    settings = settings_of(config)
+    model, _ = build_model(settings.model, device)
+    keyframe_list, _ = load_keyframes(settings)
+    dataset = KeyframeClips(keyframe_list, clip_settings(settings))
     clips = [dataset.load(i)["clip"] for i in range(len(dataset))]
     batches, pending = [], []
     for clip in clips:

@@ -3,9 +3,18 @@ the config dataclasses and the library (``Pool("avg")`` validates; ``Pool.avg ==
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from enum import Enum
 
 from lfbtool.errors import LfbError
+
+
+def did_you_mean(value: object, known: Iterable[str]) -> str:
+    """``"; did you mean bf16?"`` for a misspelled name (the closest of ``known``), else ``""``:
+    appended to the one error line that refuses ``value``."""
+    close = difflib.get_close_matches(str(value), list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 class Choice(str, Enum):
@@ -19,8 +28,9 @@ class Choice(str, Enum):
         try:
             return cls(value)
         except ValueError:
-            names = ", ".join(member.value for member in cls)
-            raise LfbError(f"{option} must be one of {names}, got {value!r}") from None
+            names = [member.value for member in cls]
+            raise LfbError(f"{option} must be one of {', '.join(names)}, got {value!r}"
+                           f"{did_you_mean(value, names)}") from None
 
 
 class Pool(Choice):
@@ -78,3 +88,11 @@ class ExportFormat(Choice):
 
     mmaction_pkl = "mmaction-pkl"
     npz_dir = "npz-dir"
+
+
+class AnnFormat(Choice):
+    """Line layout of an MMAction2 annotation list: VideoDataset's ``path label`` or RawframeDataset's
+    ``frame_dir total_frames label``."""
+
+    video = "video"
+    rawframes = "rawframes"

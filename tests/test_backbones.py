@@ -140,7 +140,7 @@ def test_tv_weights_without_network(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     with pytest.raises(
-        LfbError, match=r"cannot download torchvision weights R3D_18_Weights.*--checkpoint"
+        LfbError, match=r"cannot download torchvision weights R3D_18_Weights.*pass it with checkpoint"
     ):
         create_backbone("r3d_18", weights="R3D_18_Weights.KINETICS400_V1")
     with pytest.raises(

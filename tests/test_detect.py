@@ -90,11 +90,11 @@ def torchvision_persons(model, frame: np.ndarray, threshold: float, limit: int) 
 
 def detect_in_process(own: OwnVideos, out: Path, **options):
     """``run_detect`` called as a library (no new process), on the test videos."""
-    from lfbtool.detect.run import DetectConfig, run_detect
+    from lfbtool.detect.run import detect_config, run_detect
 
     settings = dict(videos_root=own.videos, detector=DETECTOR, detector_checkpoint=own.checkpoint, clip_len=4,
                     frame_interval=2, max_per_frame=3, device="cpu")
-    return run_detect(DetectConfig(out=out, **{**settings, **options}), show_progress=False)
+    return run_detect(detect_config(out=out, **{**settings, **options}), show_progress=False)
 
 
 def test_detect_gives_torchvision_boxes_at_the_centre_frame(own, reference):
@@ -138,7 +138,7 @@ def test_the_detector_sees_exactly_the_centre_frame(own, reference, tmp_path, mo
 
     monkeypatch.setattr(lfbtool.detect.run, "detect_persons", spy)
     out = tmp_path / "boxes.pkl"
-    detect_in_process(own, out, min_size=64, max_size=64)
+    detect_in_process(own, out, detector_min_size=64, detector_max_size=64)
     centre = []
     for video in VIDEOS:
         frames = decoded_frames(own.videos / f"{video}.mp4")
@@ -205,7 +205,7 @@ def test_sizes_of_every_torchvision_detector():
             assert input_sizes(build_detector(name)) == own_sizes.get(name, (800, 1333)), name
             if has_fixed_size(name):
                 for given in ({"min_size": 64}, {"max_size": 96}):
-                    with pytest.raises(LfbError, match=f"do not apply to {name}: SSD models") as refused:
+                    with pytest.raises(LfbError, match=f"detector_{next(iter(given))} does not apply to {name}: SSD models") as refused:
                         build_detector(name, **given)
                     assert "\n" not in str(refused.value)
             else:
@@ -303,11 +303,13 @@ def test_video_without_frames(own, tmp_path):
 
 
 def test_weights_options(tmp_path, monkeypatch):
+    from lfbtool.cli.options import error_text
     from lfbtool.errors import LfbError
     from lfbtool.models.detector import load_detector
 
-    with pytest.raises(LfbError, match="--detector-checkpoint FILE .* or --detector-weights NAME"):
-        load_detector(DETECTOR)
+    with pytest.raises(LfbError, match="detector_checkpoint FILE .* or detector_weights NAME") as caught:
+        load_detector(DETECTOR)  # the library names settings; the CLI, their flags
+    assert "--detector-checkpoint FILE (offline) or --detector-weights NAME" in error_text(caught.value)
     with pytest.raises(LfbError, match="not both"):
         load_detector(DETECTOR, checkpoint=tmp_path / "x.pth", weights="DEFAULT")
     with pytest.raises(LfbError, match="'IMAGENET' is not a torchvision weight of fasterrcnn_mobilenet_v3_large_320_fpn"):
@@ -318,8 +320,9 @@ def test_weights_options(tmp_path, monkeypatch):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)  # no network in tests
-    with pytest.raises(LfbError, match="cannot download torchvision weights .*--detector-checkpoint"):
+    with pytest.raises(LfbError, match="cannot download torchvision weights .*detector_checkpoint") as caught:
         load_detector(DETECTOR, weights="DEFAULT")
+    assert "pass it with --detector-checkpoint" in error_text(caught.value)
 
 
 def test_batches_equal_single_keyframes(own, reference, tmp_path):

@@ -14,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from lfbtool.cli import app
+from lfbtool.cli.options import error_text
 from lfbtool.errors import LfbError
 from lfbtool.models import create_backbone
 from tests.conftest import SEGMENT, run_lfbtool
@@ -153,6 +154,6 @@ def test_refusals_come_before_anything_is_written(tiny_data, vit_checkpoint, tmp
     out = tmp_path / "vit"
     result = CliRunner().invoke(app, tiny_data.extract_args(out, "--backbone", VIT, "--clip-len", "8"))
     assert isinstance(result.exception, LfbError)
-    assert str(result.exception) == "--clip-len 8: vit_s_videomae takes clips of exactly 16 frames"
+    assert error_text(result.exception) == "--clip-len 8: vit_s_videomae takes clips of exactly 16 frames"
     assert not (tmp_path / "mvit").exists() or not any((tmp_path / "mvit").iterdir())
     assert not out.exists() or not any(out.iterdir())

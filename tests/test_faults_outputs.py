@@ -203,7 +203,7 @@ def read_only(tmp_path):
 
 
 def test_read_only_filesystem_is_one_line_naming_the_file(read_only, tmp_path, monkeypatch, capsys) -> None:
-    from lfbtool.recognize.gradcam_render import write_gradcam_files
+    from lfbtool.recognize.gradcam_render import Panel, write_gradcam_files
 
     bank = write_bank(tmp_path / "lfb_train.h5", [("a", 1)])
     pkl = tmp_path / "lfb_train.pkl"
@@ -219,7 +219,8 @@ def test_read_only_filesystem_is_one_line_naming_the_file(read_only, tmp_path, m
         one_error_line(run_main(monkeypatch, capsys, *args), 1, str(read_only / name), "read-only file system")
     for directory in (read_only, read_only / "cams"):
         with pytest.raises(RunError, match="read-only file system") as caught:
-            write_gradcam_files(directory, "clip", np.zeros((3, 2, 8, 8), np.uint8), np.zeros((2, 8, 8)), "x")
+            write_gradcam_files(directory, "clip", [Panel(np.zeros((3, 2, 8, 8), np.uint8), np.zeros((2, 8, 8)), "x")],
+                                ["x"])
         assert str(directory) in str(caught.value) and "\n" not in str(caught.value)
     assert list(read_only.iterdir()) == []
 

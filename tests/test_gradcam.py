@@ -22,6 +22,7 @@ from lfbtool.models.recognizer_factory import build_recognizer
 from lfbtool.models.recognizers import Recognizer3D
 from lfbtool.models.registry import TestDefaults as Defaults
 from lfbtool.recognize.gradcam import compute_gradcam
+from lfbtool.recognize.gradcam_render import sheet_layout
 from lfbtool.testing.synthetic import synthetic_frames, write_video
 
 
@@ -122,14 +123,16 @@ def test_cli_writes_png_gif_and_npy(tmp_path):
     record = json.loads(result.stdout.strip().splitlines()[-1])
     assert record["gradcam"]["class"] == record["top_k"][0]["index"] and record["gradcam"]["layer"] == "model.layer4"
     heat = np.load(out / "walk.mp4.gradcam.npy")
-    assert heat.dtype == np.float32 and heat.shape == (4, 32, 32) and heat.min() == 0 and heat.max() <= 1
+    assert heat.dtype == np.float32 and heat.shape == (1, 4, 32, 32) and heat.min() == 0 and heat.max() <= 1
+    assert record["gradcam"]["views"] in ([0], [1])  # the top-scoring one of the 2 views
     gif = Image.open(out / "walk.mp4.gradcam.gif")
     gif.verify()
     gif = Image.open(out / "walk.mp4.gradcam.gif")
     assert gif.size == (32, 32) and gif.n_frames == 4
     png = Image.open(out / "walk.mp4.gradcam.png")
     png.load()
-    assert png.format == "PNG" and png.size == (4 * 32, 32 + 16)
+    layout = sheet_layout([4], 32, 32)  # one view of 4 frames; pixels: tests/test_gradcam_sheets.py
+    assert png.format == "PNG" and png.size == (layout.width, layout.height)
 
 
 def test_cli_2d_model_explains_the_segments_of_the_first_crop(tmp_path):
@@ -142,8 +145,8 @@ def test_cli_2d_model_explains_the_segments_of_the_first_crop(tmp_path):
         "--num-clips", "3", "--short-side", "32", "--crop-size", "32", "--device", "cpu", "--gradcam", str(out),
         "--gradcam-class", "1"])
     assert result.exit_code == 0, result.output
-    heat = np.load(out / "jump.mp4.gradcam.npy")
-    assert heat.shape == (3, 32, 32)  # T = the 3 segments
+    heat = np.load(out / "jump.mp4.gradcam.npy")[0]
+    assert heat.shape == (3, 32, 32)  # T = the 3 segments of the (only) crop
     recognizer = build_recognizer("torchvision.resnet18", checkpoint=str(tmp_path / "r18.pth")).recognizer.eval()
     from lfbtool.recognize.scoring import RecognizeOptions, open_input, resolve_settings, video_views
 

@@ -63,6 +63,8 @@ def test_help_and_backbones_json_start_without_torch() -> None:
     done, loaded = lfbtool_light("--help")
     assert done.returncode == 0 and "extract" in done.stdout and "backbones" in done.stdout
     assert loaded == []
+    done, loaded = lfbtool_light("--version")
+    assert done.returncode == 0 and done.stdout.startswith("lfbtool ") and loaded == []
     for command, option in (("extract", "--precision"), ("recognize", "--precision"), ("detect", "--detector")):
         done, loaded = lfbtool_light(command, "--help")
         assert done.returncode == 0 and option in done.stdout and loaded == [], command
@@ -102,11 +104,17 @@ def test_backbones_fit_80_columns_in_a_pipe() -> None:
     done, loaded = lfbtool_light("backbones", columns=80)
     assert done.returncode == 0 and loaded == []
     lines = done.stdout.splitlines()
-    assert max(map(len, lines)) <= 80, "\n".join(line for line in lines if len(line) > 80)
+    configs = {config.split()[0] for spec in list_backbones() for config in spec.mmaction_configs}
+    long = [line for line in lines if len(line) > 80]  # only a whole config name, which is never cut
+    assert all(line.strip() in configs for line in long), "\n".join(long)
     firsts = {line.split()[0] for line in lines if line and not line.startswith(" ")}
+    names = {line.strip().split()[0] for line in lines if line.startswith("      ")}
     for spec in list_backbones():
         assert spec.name in firsts, spec.name  # whole, at the start of its row
         assert spec.description in " ".join(" ".join(lines).split())  # wrapped lines joined back
+        for config in spec.mmaction_configs:  # whole, on a line of its own
+            assert config.split()[0] in names, config
+    assert "slowonly_r50-in1k-pre-nl-embedded-gaussian_8xb16-4x16x1-steplr-150e_kinetics400-rgb" in names
 
 
 def test_verify_inspect_export_npz_start_without_torch(banks, tmp_path) -> None:

@@ -8,6 +8,7 @@ import io
 import pickle
 import pickletools
 import random
+import re
 import resource
 from pathlib import Path
 
@@ -17,7 +18,8 @@ import pytest
 from lfbtool._io import pickle_fast
 from lfbtool._io.pickle_bounds import BoundedUnpickler
 from lfbtool._io.safe_pickle import load_plain
-from lfbtool.data.ava import _proposals_at_once, _proposals_one_by_one, read_proposals
+from lfbtool.data._proposals_fast import proposals_at_once as _proposals_at_once
+from lfbtool.data.ava import _proposals_one_by_one, read_proposals
 from lfbtool.errors import LfbError
 
 
@@ -228,3 +230,138 @@ def test_archive_state_set_on_reader_objects_refused(tmp_path: Path, variant: st
     with pytest.raises(LfbError) as info:
         load_tensor_archive(path)
     assert str(path) in str(info.value) and words in str(info.value)
+
+
+def _with(proposals: dict[str, np.ndarray], key: str, row: list[float], dtype: type = np.float32) -> dict:
+    """``proposals`` with ``row`` appended to the boxes of ``key`` (key order kept)."""
+    out = dict(proposals)
+    out[key] = np.concatenate([out[key], np.array([row], dtype)]).astype(dtype)
+    return out
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["score above 1", "corner a rounding step outside", "float64", "no boxes", "four columns"],
+)
+def test_proposals_checked_at_once_cover_the_column_by_column_cases(tmp_path: Path, variant: str) -> None:
+    """Scores outside [0, 1] and corners within BOX_TOLERANCE outside it leave the two whole-array
+    reductions for the column-by-column check; the result equals the key-by-key loop's (clipped)."""
+    proposals = _proposals(videos=2, seconds=20, seed=7)
+    if variant == "score above 1":
+        proposals = _with(proposals, "vid01_x,0910", [0.1, 0.2, 0.3, 0.4, 3.5])
+    elif variant == "corner a rounding step outside":
+        proposals = _with(proposals, "vid00_x,0905", [-4e-7, 0.2, 1.0000005, 0.4, 0.5])
+        proposals = _with(proposals, "vid01_x,0921", [0.0, -1e-7, 0.5, 1.0000002, 0.5])
+    elif variant == "float64":
+        proposals = {key: value.astype(np.float64) for key, value in proposals.items()}
+    elif variant == "no boxes":
+        proposals["vid00_x,0903"] = np.zeros((0, 5), np.float32)
+    else:
+        proposals = {key: np.ascontiguousarray(value[:, :4]) for key, value in proposals.items()}
+    path = tmp_path / "p.pkl"
+    path.write_bytes(pickle.dumps(proposals, protocol=4))
+    data = load_plain(path)
+    fast, slow = _proposals_at_once(data), _proposals_one_by_one(path, data)
+    assert fast is not None and list(fast) == list(slow)
+    for key in slow:
+        assert fast[key].dtype == np.float32 and fast[key].tobytes() == slow[key].tobytes()
+        assert fast[key].flags.writeable
+    assert min(float(value[:, :4].min()) for value in fast.values() if value.size) >= 0
+    assert max(float(value[:, :4].max()) for value in fast.values() if value.size) <= 1
+
+
+@pytest.mark.parametrize(
+    ("key", "row", "words"),
+    [
+        ("vid01_x,0915", [0.1, 0.2, 0.3, 0.4, float("nan")], "contains NaN or infinite values"),
+        ("vid00_x,0902", [0.1, 0.2, 0.3, 0.4, float("inf")], "contains NaN or infinite values"),
+        ("vid00_x,0911", [0.1, float("nan"), 0.3, 0.4, 0.5], "contains NaN or infinite values"),
+        ("vid01_x,0903", [0.1, 0.2, 1.00001, 0.4, 0.5], "x2 1.00001 is outside [0, 1]"),
+        ("vid01_x,0920", [0.1, -0.001, 0.3, 0.4, 0.5], "y1 -0.001 is outside [0, 1]"),
+        ("vid00_x,0919", [0.5, 0.2, 0.3, 0.4, 0.5], "has x2 < x1"),
+        ("vid00_x,0907", [0.1, 0.5, 0.3, 0.4, 0.5], "has x2 < x1 or y2 < y1"),
+    ],
+)
+def test_proposals_at_once_leave_a_bad_box_to_the_loop_that_names_it(
+    tmp_path: Path, key: str, row: list[float], words: str
+) -> None:
+    """One bad value among 40 keys' boxes: the whole-array check answers None, the loop names the key."""
+    proposals = _with(_proposals(videos=2, seconds=20, seed=3), key, row, np.float64)
+    path = tmp_path / "p.pkl"
+    path.write_bytes(pickle.dumps(proposals, protocol=4))
+    assert _proposals_at_once(load_plain(path)) is None
+    with pytest.raises(LfbError) as info:
+        read_proposals(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: key '{key}'") and words in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("arrays", "words"),
+    [
+        ([np.zeros((2, 5)), np.zeros((2, 4))], None),  # both widths in one file: the loop takes them
+        ([np.zeros((2, 5)), np.zeros((2, 5, 1))], "got shape (2, 5, 1) float64"),
+        ([np.zeros((2, 6)), np.zeros((2, 6))], "got shape (2, 6) float64"),
+        ([np.zeros((2, 5)), np.zeros((2, 5), bool)], "got shape (2, 5) bool"),
+    ],
+)
+def test_proposals_at_once_leave_other_shapes_to_the_loop(tmp_path: Path, arrays: list, words: str | None) -> None:
+    path = tmp_path / "p.pkl"
+    path.write_bytes(pickle.dumps({f"v,{902 + i}": a for i, a in enumerate(arrays)}, protocol=4))
+    assert _proposals_at_once(load_plain(path)) is None
+    if words is None:
+        loaded = read_proposals(path)
+        assert [a.shape for a in loaded.values()] == [a.shape for a in arrays]
+        return
+    expected = "expected a numeric [n, 4] or [n, 5] array, " + words
+    with pytest.raises(LfbError, match=r"p\.pkl: key 'v,90[23]': " + re.escape(expected)):
+        read_proposals(path)
+
+
+def _frombuffer_call(payload: bytes, shape: bytes, order: bytes) -> bytes:
+    """Protocol 5: ``numpy._core.numeric._frombuffer(bytearray(payload), float32, shape, order)``."""
+    return (
+        b"\x80\x05cnumpy._core.numeric\n_frombuffer\n(\x96" + len(payload).to_bytes(8, "little") + payload
+        + b"cnumpy\ndtype\n(\x8c\x02f4\x89\x88tR" + shape + b"\x8c\x01" + order + b"tR."
+    )
+
+
+def test_frombuffer_guard_takes_what_numpy_writes_and_nothing_else() -> None:
+    """The guard lets numpy's reshape judge the shape: a view of the buffer in C or F order, never a copy
+    or a size that does not fit; anything else leaves the fast path."""
+    payload = np.arange(6, dtype=np.float32).tobytes()
+    for order in (b"C", b"F"):
+        loaded = pickle_fast.load(_frombuffer_call(payload, b"K\x02K\x03\x86", order))
+        expected = np.arange(6, dtype=np.float32).reshape((2, 3), order=order.decode())
+        assert loaded.shape == (2, 3) and np.array_equal(loaded, expected) and loaded.flags.writeable
+        owner = loaded
+        while isinstance(owner, (np.ndarray, memoryview)):  # a view of the pickle's bytearray
+            owner = owner.base if isinstance(owner, np.ndarray) else owner.obj
+        assert type(owner) is bytearray and not loaded.flags.owndata
+    for shape, order in [
+        (b"K\x04K\x03\x86", b"C"),  # 12 values from a buffer of 6
+        (b"K\x06", b"C"),  # not a tuple
+        (b"G@\x00\x00\x00\x00\x00\x00\x00K\x03\x86", b"C"),  # a float in the shape
+        (b"K\x02K\x03\x86", b"A"),
+    ]:
+        with pytest.raises(pickle_fast.Unsupported):
+            pickle_fast.load(_frombuffer_call(payload, shape, order))
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_scan_of_a_proposals_entry_finds_every_memo_index(monkeypatch: pytest.MonkeyPatch, protocol: int) -> None:
+    """The scan reads a whole proposals entry ("key": array) as one unit: a LONG_BINPUT of 2**28 in place
+    of any memo store inside an entry is still found (a small index is fine)."""
+    monkeypatch.setattr(pickle_fast, "_WIDE_FROM", 0)
+    proposals = _proposals(videos=1, seconds=3)
+    raw = pickle.dumps(proposals, protocol=protocol)
+    pickle_fast.scan(raw)
+    ops = list(pickletools.genops(raw))
+    second, third = [pos for _, arg, pos in ops if isinstance(arg, str) and arg in proposals][1:]
+    stores = [(pos, op.name) for op, _, pos in ops if second <= pos < third and op.name in ("MEMOIZE", "BINPUT")]
+    assert len(stores) >= 5
+    for pos, name in stores:
+        end = pos + (1 if name == "MEMOIZE" else 2)
+        with pytest.raises(pickle_fast.Unsupported):
+            pickle_fast.scan(raw[:pos] + b"r" + (1 << 28).to_bytes(4, "little") + raw[end:])
+        pickle_fast.scan(raw[:pos] + b"r" + (9).to_bytes(4, "little") + raw[end:])

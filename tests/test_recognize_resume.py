@@ -181,11 +181,12 @@ def test_memory_budget_groups_clips_with_the_same_results(tmp_path):
         small = resolve_settings(recognizer, RecognizeOptions(**base, average_clips=mode,
                                                              memory_budget=2 * 10 * view_bytes))
         assert whole.clips_per_group == 5 and small.clips_per_group == 2  # 5 clips in groups of 2, 2, 1
-        (a,) = recognize([tmp_path / "clip"], recognizer, whole, embeddings=True, gradcam_views=True)
-        (b,) = recognize([tmp_path / "clip"], recognizer, small, embeddings=True, gradcam_views=True)
+        (a,) = recognize([tmp_path / "clip"], recognizer, whole, embeddings=True, keep_views=True)
+        (b,) = recognize([tmp_path / "clip"], recognizer, small, embeddings=True, keep_views=True)
         assert a.num_views == b.num_views == 50
         assert torch.equal(a.scores, b.scores) and torch.equal(a.embeddings, b.embeddings)
-        assert torch.equal(a.gradcam_views, b.gradcam_views)
+        assert torch.equal(a.view_scores, b.view_scores) and a.view_scores.shape == (50, 3)
+        assert np.array_equal(a.plan.numbers, b.plan.numbers)
 
 
 def test_no_loop_makes_a_short_video_a_failed_input(clips):

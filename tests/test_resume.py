@@ -62,7 +62,7 @@ def test_kill_during_forward_then_resume_with_two_processes(tiny_data, reference
     assert again.returncode == 2
     assert "--resume" in again.stderr and "--overwrite" in again.stderr and str(out) in again.stderr
 
-    changed = run_in_process(args + ["--resume", "--clip-len", "2", "--score-threshold", "0.5"], capsys)
+    changed = run_in_process(args + ["--resume", "--clip-len", "2", "--proposal-score-threshold", "0.5"], capsys)
     assert changed.returncode == 2 and changed.stderr.count("\n") == 1
     assert "refusing to resume" in changed.stderr
     assert "clip_len 2 now, 4 in attempt 1" in changed.stderr and "score_threshold 0.5 now, 0.9 in attempt 1" in changed.stderr

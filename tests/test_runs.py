@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lfbtool._io.atomic import atomic_write
-from lfbtool.errors import LfbError
+from lfbtool.errors import LfbError, SettingError
 from lfbtool.runs.naming import PartName, check_mode, part_name
 from lfbtool.runs.parts import Finished, RunParts
 from lfbtool.runs.settings import describe_differences, differing_settings, fingerprint
@@ -63,9 +63,9 @@ def _write(parts: RunParts, plan, rank: int, keys, size: int = 2) -> None:
 
 @pytest.mark.parametrize("bad", ["", "train-x", "../x", "a/b", "-a", ".hidden", "x" * 65, "é", "a b", 3, None])
 def test_the_mode_rule_refuses_in_one_line(bad) -> None:
-    with pytest.raises(LfbError, match="--mode must be a plain name") as caught:
+    with pytest.raises(SettingError, match="^mode must be a plain name") as caught:  # the CLI says --mode
         check_mode(bad)
-    assert "\n" not in str(caught.value)
+    assert "\n" not in str(caught.value) and caught.value.setting == "mode"
 
 
 @pytest.mark.parametrize("good", ["train", "val", "test_2", "v1.2", "a+b", "X" * 64])

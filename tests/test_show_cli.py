@@ -98,7 +98,7 @@ def test_detect_preview_fresh_and_complete(tmp_path):
     """Boxes read back from the written proposals lie on the tiles at their coordinates, each tile shows
     its key's keyframe (frame 4t + 2), and a rerun that finds the output complete draws the same sheet."""
     from lfbtool.data.ava import read_proposals
-    from lfbtool.detect.run import DetectConfig, clip_settings, resolve_defaults, run_detect
+    from lfbtool.detect.run import clip_settings, detect_config, resolve_defaults, run_detect
     from lfbtool.pictures import write_previews
     from lfbtool.pictures.draw import PALETTE
     from lfbtool.testing.checkpoints import make_random_person_detector
@@ -108,15 +108,15 @@ def test_detect_preview_fresh_and_complete(tmp_path):
     checkpoint = make_random_person_detector(tmp_path / "detector.pth", name=detector)
     out = tmp_path / "boxes.pkl"
     options = dict(out=out, frames_root=tmp_path / "frames", fps=FPS, frame_template="img_{:05d}.png",
-                   detector=detector, detector_checkpoint=checkpoint, min_size=64, max_size=64, max_per_frame=2,
+                   detector=detector, detector_checkpoint=checkpoint, detector_min_size=64, detector_max_size=64, max_per_frame=2,
                    clip_len=4, frame_interval=2, device="cpu", preview_frames=3)
-    result = run_detect(DetectConfig(**options, preview=tmp_path / "fresh"), show_progress=False)
+    result = run_detect(detect_config(**options, preview=tmp_path / "fresh"), show_progress=False)
     assert result.keys == [("v", t) for t in range(1, 6)] and result.detected_now == 5
     found = read_proposals(out)
     fresh = Image.open(tmp_path / "fresh" / "v.png").convert("RGB")
 
     # the same call as the hook, to learn where the tiles lie
-    settings = clip_settings(resolve_defaults(DetectConfig(**options)))
+    settings = clip_settings(resolve_defaults(detect_config(**options)))
     (picture,) = write_previews(out, result.keys, settings, tmp_path / "again", 3)
     assert np.array_equal(np.asarray(picture.image), np.asarray(fresh))
     assert [t.key for t in picture.tiles] == [("v", 1), ("v", 3), ("v", 5)]  # 3 evenly spread of 5
@@ -134,7 +134,7 @@ def test_detect_preview_fresh_and_complete(tmp_path):
         assert tuple(pixels[y + (top + bottom) // 2, x + left]) == PALETTE[last]
         assert tuple(pixels[y + bottom, x + (left + round(x2 * w) - 1) // 2]) == PALETTE[last]
 
-    again = run_detect(DetectConfig(**options, resume=True, preview=tmp_path / "complete"), show_progress=False)
+    again = run_detect(detect_config(**options, resume=True, preview=tmp_path / "complete"), show_progress=False)
     assert again.already_complete and again.detected_now == 0
     complete = Image.open(tmp_path / "complete" / "v.png").convert("RGB")
     assert np.array_equal(np.asarray(complete), pixels)

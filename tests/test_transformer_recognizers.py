@@ -108,7 +108,7 @@ def test_classifier_logits_are_torchvisions_bit_for_bit(classifiers, name: str, 
     assert embeddings.shape == (2, spec.channels) and torch.equal(embeddings, fed[-1])
     if name == "mvit_v1_b":
         with pytest.raises(LfbError, match=r"^mvit_v1_b has an absolute position table for 4x32x32 clips.*"
-                                           r"got about 4x64x64: use --clip-len 4 and a 32 crop$"):
+                                           r"got about 4x64x64: use clip_len 4 and a 32 crop$"):
             recognizer.classify(torch.zeros(1, 3, 4, 64, 64))
 
 
@@ -208,8 +208,9 @@ def test_vit_recognize_uses_the_configs_views_and_writes_features_and_gradcam(vi
     probs = torch.softmax(torch.nn.functional.linear(pooled, state["cls_head.fc_cls.weight"],
                                                      state["cls_head.fc_cls.bias"]), dim=1).mean(0)
     assert record["top_k"][0]["score"] == pytest.approx(float(probs.max()), rel=1e-5)
-    heat = np.load(tmp_path / "cam" / "v.mp4.gradcam.npy")
-    assert heat.shape == (16, 32, 32) and heat.min() == 0 and heat.max() == pytest.approx(1.0)
+    heat = np.load(tmp_path / "cam" / "v.mp4.gradcam.npy")  # [views drawn, T, H, W]: the top-scoring view
+    assert heat.shape == (1, 16, 32, 32) and heat.min() == 0 and heat.max() == pytest.approx(1.0)
+    assert record["gradcam"]["views"][0] in range(6)
 
 
 def test_vit_chunked_views_give_the_unchunked_scores(vit_recognizer) -> None:

@@ -134,7 +134,7 @@ def test_recognizer_checkpoint_does_not_fit_the_detector_trunk() -> None:
 
 def test_clips_must_have_the_tables_frame_count() -> None:
     model = create_backbone("vit_s_videomae", depth=1)
-    with pytest.raises(LfbError, match="exactly 16 frames.*got 8: use --clip-len 16"):
+    with pytest.raises(LfbError, match="exactly 16 frames.*got 8: use clip_len 16"):
         model(torch.zeros(1, 3, 8, 32, 32))
 
 

@@ -30,7 +30,6 @@ import functools
 import gc
 import io
 import itertools
-import math
 import pickle
 import re
 import sys
@@ -38,7 +37,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-from numpy._core import multiarray, numeric
+from numpy._core import multiarray
 
 from lfbtool._io.pickle_bounds import ALLOC_FACTOR, MAX_DEPTH, SLACK_BYTES
 
@@ -97,20 +96,30 @@ def _opcodes(bits: int, wide: bool, persistent: bool) -> re.Pattern[bytes]:
     takes tens of ns per opcode where a Python loop over them takes ~200.
     """
     put = b"(?:\\x94|q.|r" + _below(bits) + b")"  # MEMOIZE BINPUT LONG_BINPUT
+    # what numpy writes between _reconstruct's global and the array's bytes, as one unit: a shortcut
+    # of the alternatives below (protocols 2-4), ~30% of the opcodes of a proposals file
+    numpy_run = rb"h.h.K\x00\x85" + put + rb"h.\x87" + put + b"R" + put + rb"\(K\x01(?:K.|M..|J....)+\x86" + put + rb"h.\x89"
+    short = _sized(1, range(1, 256))
     with_argument = [
-        # what numpy writes between _reconstruct's global and the array's bytes, as one unit: a shortcut
-        # of the alternatives below (protocols 2-4), ~30% of the opcodes of a proposals file
-        rb"h.h.K\x00\x85" + put + rb"h.\x87" + put + b"R" + put + rb"\(K\x01(?:K.|M..|J....)+\x86" + put + rb"h.\x89",
+        numpy_run,
         rb"[\x80Khq].",  # PROTO BININT1 BINGET BINPUT
         rb"[Jj]....",  # BININT LONG_BINGET
         b"r" + _below(bits),  # LONG_BINPUT
         rb"M..",  # BININT2
         rb"[G\x95].{8}",  # BINFLOAT FRAME
         rb"c[^\n]{1,200}\n[^\n]{1,200}\n",  # GLOBAL
-        rb"[\x8cC\x8a]" + _sized(1, range(1, 256)) + rb"|[\x8cC\x8a]\x00",  # SHORT_BINUNICODE SHORT_BINBYTES LONG1
+        rb"[\x8cC\x8a]" + short + rb"|[\x8cC\x8a]\x00",  # SHORT_BINUNICODE SHORT_BINBYTES LONG1
     ]
     if wide:  # BINUNICODE BINBYTES, BYTEARRAY8 (protocol 5 arrays)
-        with_argument += [rb"[XB]" + _sized(4, range(_WIDE_BELOW)), rb"\x96" + _sized(8, range(_WIDE_BELOW))]
+        long, huge = _sized(4, range(_WIDE_BELOW)), _sized(8, range(_WIDE_BELOW))
+        with_argument += [rb"[XB]" + long, rb"\x96" + huge]
+        # one proposals entry, "key": array, as one unit (a shortcut of the alternatives above, as numpy_run):
+        # protocol 5 _frombuffer(bytearray, dtype, shape, order); 3-4 numpy_run, bytes, state, BUILD;
+        # 2 the same with the bytes as _codecs.encode(text, "latin1")
+        with_argument.insert(0, b"(?:\\x8c" + short + b"|X" + long + b")" + put + b"(?:" + (
+            rb"h.\(\x96" + huge + put + rb"h.(?:K.|M..|J....)+[\x85\x86\x87]" + put + rb"h.t" + put + b"R" + put
+        ) + b"|" + numpy_run + b"(?:C" + short + b"|B" + long + b"|h.X" + long + put + rb"h.\x86" + put + b"R)"
+            + put + b"t" + put + b"b)")
     one_byte = _ONE_BYTE[:-1] + b"Q]" if persistent else _ONE_BYTE
     return re.compile(b"(?:" + one_byte + b"*+(?:" + b"|".join(with_argument) + b"))*+" + one_byte + b"*+", re.DOTALL)
 
@@ -141,6 +150,12 @@ def scan(data: bytes, *, persistent: bool = False) -> int:
 
 
 # -- the guards -------------------------------------------------------------------------------------------
+_BUFFERS = (bytes, bytearray)
+_ORDERS = ("C", "F")
+_CODES = (b"b", "b")
+_LATIN1 = ("latin1", "latin-1")
+
+
 @functools.lru_cache(maxsize=1)
 def _numeric_dtypes() -> dict[str, np.dtype]:
     """The spec numpy pickles each builtin numeric dtype with -> its singleton (``__setstate__`` no-op)."""
@@ -163,6 +178,7 @@ def _guards(file_size: int, longest_literal: int) -> dict[tuple[str, str], Any]:
     per_array = 256 + max(1000, longest_literal)
     dtypes = _numeric_dtypes()
     singletons = {id(d) for d in dtypes.values()}
+    new_array = multiarray._reconstruct
 
     def charge(nbytes: int) -> None:
         nonlocal left
@@ -173,14 +189,14 @@ def _guards(file_size: int, longest_literal: int) -> dict[tuple[str, str], Any]:
     def ndarray(*_: Any) -> Any:  # stands for numpy.ndarray inside _reconstruct's arguments only
         raise Unsupported("numpy.ndarray called")
 
-    def reconstruct(cls: Any, shape: Any, code: Any) -> np.ndarray:
+    def reconstruct(cls: Any, shape: Any, code: Any) -> np.ndarray:  # once per array (protocols 2-4): lean
         nonlocal left
-        if cls is not ndarray or type(shape) is not tuple or shape != (0,) or code not in (b"b", "b"):
+        if cls is not ndarray or type(shape) is not tuple or shape != (0,) or code not in _CODES:
             raise Unsupported("numpy _reconstruct arguments")
         left -= per_array
         if left < 0:
             raise Unsupported("allocation budget")
-        return multiarray._reconstruct(np.ndarray, (0,), b"b")
+        return new_array(np.ndarray, (0,), b"b")
 
     def dtype(spec: Any, align: Any = False, copy: Any = False) -> np.dtype:
         found = dtypes.get(spec) if type(spec) is str else None
@@ -189,24 +205,30 @@ def _guards(file_size: int, longest_literal: int) -> dict[tuple[str, str], Any]:
         return found
 
     def frombuffer(buf: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
-        if type(buf) not in (bytes, bytearray) or id(dtype) not in singletons or type(order) is not str:
+        # once per array (protocol 5): lean. reshape refuses a shape that does not fit the
+        # buffer (or holds a non-integer), and a 1-D view reshaped in C or F order is a view: no copy.
+        nonlocal left
+        left -= per_array
+        if left < 0:
+            raise Unsupported("allocation budget")
+        if type(buf) not in _BUFFERS or id(dtype) not in singletons or type(shape) is not tuple:
             raise Unsupported("numpy _frombuffer arguments")
-        if type(shape) is not tuple or len(shape) > 32 or any(type(n) is not int or n < 0 for n in shape):
-            raise Unsupported("numpy _frombuffer shape")
-        if order not in ("C", "F") or math.prod(shape) * dtype.itemsize != len(buf):
-            raise Unsupported("numpy _frombuffer size")
-        charge(per_array)
-        return numeric._frombuffer(buf, dtype, shape, order)
+        if type(order) is not str or order not in _ORDERS or len(shape) > 32:
+            raise Unsupported("numpy _frombuffer order or shape")
+        return np.frombuffer(buf, dtype).reshape(shape, order=order)
 
     def scalar(dtype: Any, data: Any) -> np.generic:
         if id(dtype) not in singletons or type(data) is not bytes or len(data) != dtype.itemsize:
             raise Unsupported("numpy scalar arguments")
         return multiarray.scalar(dtype, data)
 
-    def encode(text: Any, encoding: Any, errors: Any = "strict") -> bytes:
-        if type(text) is not str or encoding not in ("latin1", "latin-1") or errors != "strict":
+    def encode(text: Any, encoding: Any, errors: Any = "strict") -> bytes:  # once per array (protocol 2): lean
+        nonlocal left
+        if type(text) is not str or encoding not in _LATIN1 or errors != "strict":
             raise Unsupported("_codecs.encode arguments")
-        charge(len(text))
+        left -= len(text)
+        if left < 0:
+            raise Unsupported("allocation budget")
         return text.encode("latin-1")
 
     def copying(kind: type, argument: type | None, per_item: int = 0) -> Any:

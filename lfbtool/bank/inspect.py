@@ -27,6 +27,12 @@ def _distribution(counts: np.ndarray) -> dict[str, Any]:
     }
 
 
+def _score_range(scores: np.ndarray) -> list[float] | None:
+    """Lowest and highest stored score (NaN: unknown, left out); what a threshold claim is checked against."""
+    known = scores[~np.isnan(scores)]
+    return [round(float(known.min()), 4), round(float(known.max()), 4)] if len(known) else None
+
+
 def _range(timestamps: np.ndarray) -> list[int] | None:
     return [int(timestamps.min()), int(timestamps.max())] if len(timestamps) else None
 
@@ -53,6 +59,7 @@ def inspect_bank(path: str | Path, *, video: str | None = None) -> dict[str, Any
             "keyframes": len(bank.timestamps),
             "boxes": int(bank.key_row_offsets[-1]),
             "boxes_without_score": int(np.isnan(scores).sum()),
+            "score_range": _score_range(scores),
             "boxes_per_keyframe": _distribution(np.diff(bank.key_row_offsets)),
             "timestamp_range": _range(bank.timestamps),
             "config_fingerprint": attrs["config_fingerprint"],

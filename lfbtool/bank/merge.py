@@ -98,10 +98,32 @@ def check_compatible(headers: Sequence[MergeInput]) -> None:
         for name in ("feature_dim", "dtype", "config_fingerprint"):
             ours, theirs = first.index.attrs[name], header.index.attrs[name]
             if ours != theirs:
+                words = _setting_words(header, first) if name == "config_fingerprint" else ""
                 raise LfbError(
-                    f"{header.label}: {name} {theirs!r} differs from {ours!r} in {first.label}; "
+                    f"{header.label}: {name} {theirs!r} differs from {ours!r} in {first.label}{words}; "
                     "banks built with different settings cannot be merged"
                 )
+
+
+def _setting_words(header: MergeInput, first: MergeInput) -> str:
+    """`` (clip_len 8 there, 4 in A.h5)``: which recorded compute settings differ, when both banks
+    recorded an extraction config (the one "what differs" message, not only two fingerprints)."""
+    from lfbtool.extract.config import compute_settings  # torch-free; only when fingerprints differ
+    from lfbtool.runs.settings import describe_differences, differing_settings
+
+    try:
+        theirs, ours = (json.loads(h.index.attrs["config"] or "{}") for h in (header, first))
+    except ValueError:
+        return ""
+    if not (isinstance(theirs, dict) and isinstance(ours, dict) and "backbone" in theirs and "backbone" in ours):
+        return ""
+    try:
+        theirs, ours = compute_settings(theirs), compute_settings(ours)
+    except KeyError:  # a config without some compute setting: the fingerprints say it all
+        return ""
+    if not differing_settings(theirs, ours):
+        return ""
+    return f" ({describe_differences(theirs, ours, now='there', then='in ' + first.label)})"
 
 
 def _groups(headers: list[MergeInput]) -> list[list[MergeInput]]:

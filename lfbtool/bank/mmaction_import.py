@@ -26,6 +26,7 @@ from lfbtool.bank.tensor_archive import StoredTensor, load_tensor_archive
 from lfbtool.bank.writer import BankWriter
 from lfbtool.errors import LfbError
 from lfbtool.keys import key_text, timestamp_problem
+from lfbtool.runs.naming import check_mode
 
 _DTYPES = {"torch.float16": "float16", "torch.float32": "float32"}
 
@@ -156,9 +157,17 @@ def import_mmaction_pkl(
     pkl_path, out = Path(pkl_path), Path(out)
     if not pkl_path.is_file():
         raise LfbError(f"{pkl_path}: no such file")
-    mode = mode or mode_from_name(pkl_path)
-    if not mode:
-        raise LfbError(f"{pkl_path}: cannot tell the mode from the file name (not lfb_<mode>.pkl); pass --mode")
+    if mode is not None:
+        check_mode(mode)
+    else:
+        mode = mode_from_name(pkl_path)
+        if not mode:
+            raise LfbError(f"{pkl_path}: cannot tell the mode from the file name (not lfb_<mode>.pkl); pass --mode")
+        try:
+            check_mode(mode)
+        except LfbError as error:
+            raise LfbError(f"{pkl_path}: the file name gives mode {mode!r}, not a plain name ({error}); "
+                           "pass --mode") from None
     check_output_path(out, overwrite=overwrite)
     remove_dead_temporaries(list(out.parent.glob(f"{out.name}.tmp-*")))
     lfb = load_mmaction_pkl(pkl_path)

@@ -19,6 +19,7 @@ from lfbtool.cli.bank_cmds import export_command, import_command, inspect_comman
 from lfbtool.cli.detect_cmd import detect_command
 from lfbtool.cli.diff_cmd import diff_command
 from lfbtool.cli.extract_cmd import extract_command, merge_command
+from lfbtool.cli.help import EXAMPLES, Command, Group, show_version
 from lfbtool.cli.recognize_cmd import recognize_command
 from lfbtool.cli.show_cmd import show_command
 from lfbtool.cli.verify_cmd import verify_command
@@ -31,11 +32,17 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=Group,
+    epilog=EXAMPLES[""],
 )
 
 
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=show_version,
+                                          help="Print lfbtool's version and exit.")] = False,
+) -> None:
     """Options before the command; ``--debug`` is read by :func:`main` from its own arguments."""
 
 
@@ -50,25 +57,20 @@ def debug_requested(argv: list[str]) -> bool:
     return os.environ.get(DEBUG_VARIABLE) == "1"
 
 
-app.command("extract")(extract_command)
-app.command("merge")(merge_command)
-app.command("verify")(verify_command)
-app.command("inspect")(inspect_command)
-app.command("export")(export_command)
-app.command("import")(import_command)
-app.command("diff")(diff_command)
-app.command("recognize")(recognize_command)
-app.command("detect")(detect_command)
-app.command("backbones")(backbones_command)
-app.command("show")(show_command)
+for _name, _command in (
+    ("extract", extract_command), ("merge", merge_command), ("verify", verify_command),
+    ("inspect", inspect_command), ("export", export_command), ("import", import_command), ("diff", diff_command),
+    ("recognize", recognize_command), ("detect", detect_command), ("backbones", backbones_command),
+    ("show", show_command),
+):
+    app.command(_name, cls=Command, epilog=EXAMPLES[_name])(_command)
 
 
 def main() -> None:
     """Console-script entry point: run the app, turn every error into one line and an exit code.
 
-    Typer runs with ``standalone_mode=False`` so that nothing ends the process behind this function:
-    usage errors come back as click exceptions and are printed as one line here too, and SIGINT /
-    SIGTERM (:mod:`lfbtool.runtime.stopping`) unwind as :class:`Stopped` through every cleanup first.
+    SIGINT and SIGTERM (:mod:`lfbtool.runtime.stopping`) unwind as :class:`Stopped` through every
+    cleanup first, then end here as one line and exit 130 / 143.
     """
     from lfbtool.runtime.stopping import Stopped, stop_on_signals
 
@@ -94,30 +96,19 @@ def _exit_stopped(signum: int) -> NoReturn:
 
 def _run_app(debug: bool) -> int:
     """The app's exit code (0: done); an error is printed as one line and becomes its code."""
-    from typer import Abort
-
-    try:  # typer >= 0.22 carries its own copy of click
-        from typer._click import exceptions as click_errors
-    except ImportError:  # pragma: no cover - older typer
-        from click import exceptions as click_errors  # type: ignore[no-redef]
-    no_args_help = getattr(click_errors, "NoArgsIsHelpError", ())
+    from lfbtool.cli.options import error_text
+    from lfbtool.cli.usage import CLICK_EXCEPTION, usage_error_line
     from lfbtool.errors import LfbError
     from lfbtool.runtime import is_node_leader
     from lfbtool.runtime.console import print_error
 
     try:
-        code = app(standalone_mode=False)
-    except no_args_help as error:  # bare `lfbtool` or a group: its help, as before
-        error.show()
-        return error.exit_code
-    except click_errors.UsageError as error:
-        where = error.ctx.command_path if error.ctx is not None else "lfbtool"
-        print_error(f"{error.format_message()} (see {where} --help)")
-        return error.exit_code
-    except click_errors.ClickException as error:
-        print_error(error.format_message())
-        return error.exit_code
-    except Abort as error:  # end of input at a prompt (older typer: a KeyboardInterrupt too)
+        code = app(standalone_mode=False)  # Click's own error printing off: one line, as every refusal
+    except CLICK_EXCEPTION as error:
+        if type(error).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+            print_error(usage_error_line(error, sys.argv[1:]))
+        return getattr(error, "exit_code", 2)
+    except typer.Abort as error:  # end of input at a prompt (older typer: a KeyboardInterrupt too)
         if isinstance(error.__cause__ or error.__context__, KeyboardInterrupt):
             raise KeyboardInterrupt from None
         print_error("aborted")
@@ -126,7 +117,7 @@ def _run_app(debug: bool) -> int:
         if debug:
             raise
         if is_node_leader() or not error.all_ranks:  # an error every rank shares: once per node's log
-            print_error(str(error))
+            print_error(error_text(error))
         return error.exit_code
     except Exception as error:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         if debug:
@@ -137,4 +128,4 @@ def _run_app(debug: bool) -> int:
         return 1
     if code == 130:  # typer turns a KeyboardInterrupt into Exit(130), returned here
         raise KeyboardInterrupt
-    return code if isinstance(code, int) and not isinstance(code, bool) else 0
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0  # an Exit's code; a command's None: 0

@@ -1,7 +1,8 @@
 """``lfbtool backbones``: the registered backbones and what their specs say (specs only, no torch).
 
 Plain lines, not a table that wraps: one row of facts per backbone and its description under it,
-readable at 80 columns and in a pipe; ``--json`` gives every fact of every spec to scripts.
+readable at 80 columns and in a pipe, then the whole names of the MMAction2 configs whose checkpoints
+load (never wrapped or cut); ``--json`` gives every fact of every spec to scripts.
 """
 
 from __future__ import annotations
@@ -59,10 +60,16 @@ def backbones_lines(specs: list[BackboneSpec]) -> list[str]:
         lines.append(line(row))
         for text in (spec.description, *_notes(spec)):
             lines.extend(textwrap.wrap(text, _WIDTH, initial_indent="    ", subsequent_indent="    "))
+        if spec.mmaction_configs:  # whole names, one a line, never wrapped: they are searched for and copied
+            lines.append("    checkpoints of the MMAction2 configs (<config>_<date>-<hash>.pth):")
+            for config in spec.mmaction_configs:
+                name, _, note = config.partition(" ")  # a note such as "(0.x)" fits beside it or goes under it
+                text = f"      {name} {note}".rstrip()
+                lines.extend([text] if len(text) <= _WIDTH or not note else [f"      {name}", f"        {note}"])
     lines.append("")
     lines.append("AVA clip: frames x interval (-: no bank). test views: clips x (frames x interval), short side -> crop. "
-                 "weights: --weights NAME (torchvision) or --checkpoint FILE (MMAction2 configs: --json, "
-                 "docs/models.md).")
+                 "weights: --weights NAME (torchvision) or --checkpoint FILE (an MMAction2 checkpoint of a config "
+                 "listed, docs/models.md).")
     return [*lines[:-1], *textwrap.wrap(lines[-1], _WIDTH)]
 
 

@@ -50,9 +50,30 @@ def _settings_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
                  f"short side {config.get('short_side')}"),
         ("pooling", pools),
         ("precision", f"compute {config.get('precision', 'fp32')}, stored {info['dtype']}"),
-        ("keyframes", f"{config.get('keyframes')} (score >= {config.get('score_threshold')}"
-                      f"{', whole-frame fallback' if config.get('whole_frame_fallback') else ''})"),
+        ("keyframes", f"{config.get('keyframes')}{', whole-frame fallback' if config.get('whole_frame_fallback') else ''}"),
+        ("boxes", boxes_text(config, info.get("score_range"))),
     ]
+
+
+def boxes_text(config: dict[str, Any], score_range: list[float] | None) -> str:
+    """Which score filter made the stored boxes, in words that agree with the stored scores: MMAction2's
+    rule keeps a keyframe's best boxes when none reaches the threshold, so scores below it are said so."""
+    detection = config.get("detection") if isinstance(config.get("detection"), dict) else None
+    threshold = config.get("score_threshold")
+    lowest = f"; stored scores {score_range[0]:g} .. {score_range[1]:g}" if score_range else ""
+    if config.get("keyframes") == "annotated" and not config.get("proposals"):
+        return "the annotated boxes (no scores)"
+    words = []
+    if detection is not None:
+        words.append(f"detector kept score >= {detection.get('score_threshold')}, at most "
+                     f"{detection.get('max_per_frame')} per frame")
+    if config.get("score_threshold_from") == "detector":
+        words.append("no further proposal filter (the detector's threshold applied)")
+    elif isinstance(threshold, int | float) and score_range and score_range[0] < threshold:
+        words.append(f"proposal filter score >= {threshold:g}, or a keyframe's best boxes when none reaches it")
+    else:
+        words.append(f"proposal filter score >= {threshold}")
+    return "; ".join(words) + lowest
 
 
 def inspect_command(

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from lfbtool.choices import KeyframeSource
 from lfbtool.runtime import is_main_process
 from lfbtool.runtime.console import stdout
 
@@ -22,7 +23,7 @@ def detect_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output: .pkl (MMAction2 proposals) or .csv (FAIR 8 columns); sidecar <out>.json.")],
     videos_root: Annotated[Path | None, typer.Option(help="DIR/<video_id>.<ext>, decoded with PyAV.", rich_help_panel=_INPUTS)] = None,
     frames_root: Annotated[Path | None, typer.Option(help="DIR/<video_id>/img_00001.jpg ...", rich_help_panel=_INPUTS)] = None,
-    keyframes: Annotated[str, typer.Option(help="every-second (own videos) | annotated (--annotations) | proposals (--proposals).", rich_help_panel=_INPUTS)] = "every-second",
+    keyframes: Annotated[KeyframeSource, typer.Option(help="every-second (own videos) | annotated (--annotations) | proposals (--proposals).", rich_help_panel=_INPUTS)] = KeyframeSource.every_second,
     stride: Annotated[int, typer.Option(help="every-second: every N-th second from --timestamp-start.", rich_help_panel=_INPUTS)] = 1,
     video_list: Annotated[Path | None, typer.Option(help="Text file of video ids, one a line (default: every video under the root).", rich_help_panel=_INPUTS)] = None,
     annotations: Annotated[Path | None, typer.Option(help="AVA annotation CSV (keyframes annotated).", rich_help_panel=_INPUTS)] = None,
@@ -38,10 +39,10 @@ def detect_command(
     detector: Annotated[str, typer.Option(help="torchvision detection model name.", rich_help_panel=_MODEL)] = "fasterrcnn_resnet50_fpn_v2",
     detector_checkpoint: Annotated[Path | None, typer.Option(help="Detector state_dict file (offline).", rich_help_panel=_MODEL)] = None,
     detector_weights: Annotated[str | None, typer.Option(help="torchvision weights name (DEFAULT, COCO_V1; downloaded).", rich_help_panel=_MODEL)] = None,
-    score_threshold: Annotated[float, typer.Option(help="Keep persons scoring at least this.", rich_help_panel=_MODEL)] = 0.5,
+    detector_score_threshold: Annotated[float, typer.Option("--detector-score-threshold", "--score-threshold", help="Keep persons scoring at least this (the name extract uses; --score-threshold is the same).", rich_help_panel=_MODEL)] = 0.5,
     max_per_frame: Annotated[int, typer.Option(help="At most this many persons per keyframe (best first).", rich_help_panel=_MODEL)] = 100,
-    min_size: Annotated[int | None, typer.Option("--detector-min-size", "--min-size", help="Detector's internal resize, short side (default: the model's own: 320 for the *_320_fpn model, 800 for most; SSD models have a fixed size and take neither option).", rich_help_panel=_MODEL)] = None,
-    max_size: Annotated[int | None, typer.Option("--detector-max-size", "--max-size", help="Detector's internal resize, long side at most (default: the model's own: 640 / 1333).", rich_help_panel=_MODEL)] = None,
+    detector_min_size: Annotated[int | None, typer.Option("--detector-min-size", "--min-size", help="Detector's internal resize, short side (default: the model's own: 320 for the *_320_fpn model, 800 for most; SSD models have a fixed size and take neither option).", rich_help_panel=_MODEL)] = None,
+    detector_max_size: Annotated[int | None, typer.Option("--detector-max-size", "--max-size", help="Detector's internal resize, long side at most (default: the model's own: 640 / 1333).", rich_help_panel=_MODEL)] = None,
     batch_size: Annotated[int, typer.Option(help="Keyframes per forward.", rich_help_panel=_RUN)] = 1,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.", rich_help_panel=_RUN)] = "auto",
     segment_size: Annotated[int, typer.Option(help="Keyframes per crash-safe part.", rich_help_panel=_RUN)] = 64,
@@ -52,16 +53,14 @@ def detect_command(
     preview_frames: Annotated[int, typer.Option(min=1, help="Keyframes per video on a --preview sheet.", rich_help_panel=_RUN)] = 12,
 ) -> None:
     """Detect persons at chosen seconds of each video (one process, or every rank under torchrun)."""
-    from lfbtool.data.sampling import parse_fps
-    from lfbtool.detect.run import DetectConfig, run_detect
+    options = dict(locals())  # every option by its setting name, parsed once by detect_config
+    from lfbtool.detect.run import detect_config, run_detect
 
-    values = dict(locals())
-    values["fps"] = parse_fps(fps) if fps is not None else None
     if preview is not None:  # an unusable directory is one line now, not after the detection
         from lfbtool.pictures.draw import ensure_directory
 
         ensure_directory(preview)
-    result = run_detect(DetectConfig(**{k: v for k, v in values.items() if k in DetectConfig.__dataclass_fields__}))
+    result = run_detect(detect_config(**options))
     if not is_main_process():
         return
     status = "already complete (nothing to do)" if result.already_complete else (

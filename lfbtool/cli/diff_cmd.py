@@ -9,15 +9,14 @@ from typing import Annotated
 
 import typer
 
-from lfbtool.runtime.console import stdout
+from lfbtool.runtime.console import some, stdout
 
 #: Keys named per category in the text output; the rest is counted ("+N more"); --json lists all.
 SHOWN_KEYS = 5
 
 
 def _some(keys: list[str]) -> str:
-    shown = ", ".join(keys[:SHOWN_KEYS])
-    return shown + (f", +{len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else "")
+    return some(keys, SHOWN_KEYS)
 
 
 def _plural(n: int, word: str) -> str:
@@ -66,10 +65,7 @@ def diff_command(
     atol: Annotated[float, typer.Option("--atol", help="Features this close (absolute) count as equal; "
                                         "0 (default): bitwise.")] = 0.0,
 ) -> None:
-    """Compare two banks: keys only in one, row counts, boxes, scores, and feature |diff| and cosine.
-
-    Example: lfbtool diff out_1gpu/lfb_val.h5 out_torchrun/lfb_val.h5 --atol 1e-3
-    """
+    """Compare two banks: keys only in one, row counts, boxes, scores, and feature |diff| and cosine."""
     from lfbtool.bank.diff import diff_banks
 
     diff = diff_banks(a, b, atol=atol)

@@ -14,7 +14,7 @@ from lfbtool.errors import LfbError
 from lfbtool.extract.config import build_config, default_of
 from lfbtool.keys import key_text
 from lfbtool.runtime import is_main_process
-from lfbtool.runtime.console import stdout
+from lfbtool.runtime.console import some, stdout
 
 _INPUTS = "Inputs"
 _MODEL = "Model"
@@ -36,7 +36,8 @@ def extract_command(
     annotations: Annotated[Path | None, _opt("AVA annotation CSV.", panel=_INPUTS)] = None,
     excluded: Annotated[Path | None, _opt("Excluded-timestamps CSV.", panel=_INPUTS)] = None,
     proposals: Annotated[Path | None, _opt("Person proposals (.pkl or .csv).", panel=_INPUTS)] = None,
-    score_threshold: Annotated[float | None, _opt("Keep proposals scoring at least this.", panel=_INPUTS, default="score_threshold")] = None,
+    proposal_score_threshold: Annotated[float | None, _opt("Keep proposals scoring at least this (a keyframe with none keeps its best, as MMAction2) (default: every box the detector kept, for every-second and for `lfbtool detect` outputs; else 0.9).", panel=_INPUTS)] = None,
+    score_threshold: Annotated[float | None, typer.Option("--score-threshold", hidden=True, help="Deprecated name of --proposal-score-threshold.")] = None,
     whole_frame_fallback: Annotated[bool | None, _opt("Keyframes without proposals get box [0,0,1,1] (MMAction2) instead of being skipped.", "--whole-frame-fallback/--no-whole-frame-fallback", panel=_INPUTS, default="whole_frame_fallback")] = None,
     frames_root: Annotated[Path | None, _opt("DIR/<video_id>/img_00001.jpg ...", panel=_INPUTS)] = None,
     videos_root: Annotated[Path | None, _opt("DIR/<video_id>.<ext>, decoded with PyAV.", panel=_INPUTS)] = None,
@@ -79,9 +80,15 @@ def extract_command(
     """Extract a Long-Term Feature Bank (one process, or every rank under torchrun)."""
     from lfbtool.extract.run import run_extract
 
+    if score_threshold is not None:  # the old name of the proposal filter's threshold
+        from lfbtool.extract.config import deprecation_note
+
+        deprecation_note("--score-threshold is now --proposal-score-threshold")
+        if proposal_score_threshold is None:
+            proposal_score_threshold = score_threshold
     overrides = dict(
         out=out, mode=mode, keyframes=keyframes, annotations=annotations, excluded=excluded, proposals=proposals,
-        score_threshold=score_threshold, whole_frame_fallback=whole_frame_fallback, frames_root=frames_root,
+        proposal_score_threshold=proposal_score_threshold, whole_frame_fallback=whole_frame_fallback, frames_root=frames_root,
         videos_root=videos_root, frame_template=frame_template, video_ext=video_ext, fps=fps,
         timestamp_start=timestamp_start, start_index=start_index, video_list=video_list, stride=stride,
         detector=detector, detector_checkpoint=detector_checkpoint, detector_weights=detector_weights,
@@ -98,32 +105,70 @@ def extract_command(
         print_extract_summary(result)
 
 
+#: Skipped keyframes listed one a line under the count; the rest are counted ("+N more").
+SHOWN_SKIPPED = 5
+
+
 def print_extract_summary(result) -> None:
     """Plain ``name  value`` lines: full paths, never cut to the terminal width."""
+    from lfbtool.extract.outcome import no_keyframe_text
+
     rows: list[tuple[str, str]] = []
+    merged = result.output is not None
     if result.already_complete:
         rows.append(("status", "already complete (nothing to do)"))
-    rows.append(("videos", str(result.videos)))
-    rows.append(("keyframes", f"{result.keyframes} ({result.extracted_now} extracted now, {result.resumed} resumed)"))
+    videos = str(result.videos)
+    if result.no_keyframe:
+        videos = f"{result.videos} of {result.input_videos} ({no_keyframe_text(result.no_keyframe)})"
+    rows.append(("videos", videos))
+    done = f"{result.extracted_now} extracted now, {result.resumed} resumed"
+    rows.append(("keyframes", f"{result.keyframes} ({done})" if merged else
+                 f"{result.keyframes} in {result.parts} parts, not merged into a bank yet ({done})"))
     rows.append(("boxes", str(result.boxes)))
+    rows.append(("filters", filters_text(result)))
     rows.append(("precision", result.precision))
     if result.extracted_now and result.loop_seconds > 0:
         rate = result.extracted_now / result.loop_seconds
-        rows.append(("throughput", f"{rate:.2f} keyframes/s ({result.loop_seconds:.1f} s extracting, "
-                                   f"{result.merge_seconds:.1f} s merging)"))
+        merging = f", {result.merge_seconds:.1f} s merging" if merged else ""
+        rows.append(("throughput", f"{rate:.2f} keyframes/s ({result.loop_seconds:.1f} s extracting{merging})"))
     reasons = Counter(s.reason for s in result.skipped)
     detail = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
     rows.append(("skipped", f"{len(result.skipped)} ({detail})" if result.skipped else "0"))
-    rows.extend(("", f"{key_text(item.video_id, item.timestamp)}: {item.reason}") for item in result.skipped[:5])
-    if result.output is not None:
+    rows.extend(("", f"{key_text(item.video_id, item.timestamp)}: {item.reason}")
+                for item in result.skipped[:SHOWN_SKIPPED])
+    if len(result.skipped) > SHOWN_SKIPPED:
+        rows.append(("", f"+{len(result.skipped) - SHOWN_SKIPPED} more"))
+    if merged:
         rows.append(("output", str(result.output)))
         rows.append(("size", f"{result.size_bytes / 1e6:.2f} MB"))
     else:
-        rows.append(("output", f"shards kept in {result.shards_dir} (merge with `lfbtool merge`)"))
+        rows.append(("output", f"parts in {result.shards_dir}"))
+        rows.append(("next", f"lfbtool merge {result.out} --mode {result.mode}   (writes the bank "
+                             f"{result.out}/lfb_{result.mode}.h5)"))
     if result.world_size > 1:
         rows.append(("processes", str(result.world_size)))
     for name, value in rows:
         stdout.print(f"{name:<11}{value}", markup=False)
+
+
+def filters_text(result) -> str:
+    """Which box filters applied and how many boxes each removed: never a silent cut."""
+    removed = result.removed
+    parts = []
+    if result.detector_score_threshold is not None:
+        parts.append(f"detector score >= {result.detector_score_threshold:g} removed "
+                     f"{removed.get('detector_score_threshold', 0)}, max per frame removed "
+                     f"{removed.get('max_per_frame', 0)} (seconds detected now)")
+    threshold = result.proposal_score_threshold
+    if result.score_threshold_from == "detector":
+        parts.append(f"proposal score >= {threshold:g} (the detector's; every box it kept stays) removed "
+                     f"{removed.get('proposal_score_threshold', 0)}")
+    elif threshold is not None:
+        parts.append(f"proposal score >= {threshold:g} (or a keyframe's best) removed "
+                     f"{removed.get('proposal_score_threshold', 0)}")
+    if removed.get("max_proposals"):
+        parts.append(f"max proposals per keyframe removed {removed['max_proposals']}")
+    return "; ".join(parts) or "none"
 
 
 def merge_command(
@@ -139,7 +184,9 @@ def merge_command(
     from lfbtool.bank import format as fmt
     from lfbtool.bank.merge import merge_banks
     from lfbtool.extract._segments import merge_shards, shards_dir
+    from lfbtool.runs.naming import check_mode
 
+    check_mode(mode)  # the one mode rule, also where only bank files are merged
     if len(inputs) == 1 and inputs[0].is_dir():
         bank = output or fmt.bank_path(inputs[0], mode)
         with RunLock(inputs[0], f"lfbtool merge --mode {mode}") as lock:
@@ -155,7 +202,7 @@ def merge_command(
     stdout.print(f"merged {len(inputs)} banks into {report.output}: {report.keys} keyframes, {report.rows} rows")
     if report.identical_duplicates:
         stdout.print(f"{len(report.identical_duplicates)} keys stored twice with identical rows, kept once: "
-                     + ", ".join(report.identical_duplicates[:5]))
+                     + some(report.identical_duplicates))
     if report.conflicts_kept_first:
         stdout.print(f"{len(report.conflicts_kept_first)} conflicting keys, first kept: "
-                     + ", ".join(report.conflicts_kept_first[:5]))
+                     + some(report.conflicts_kept_first))

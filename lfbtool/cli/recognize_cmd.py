@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from lfbtool.choices import Precision
+from lfbtool.choices import AverageClips, CropMode, Precision
 from lfbtool.cli.options import Checkpoint, ComputePrecision, Device
 from lfbtool.errors import LfbError
 from lfbtool.runtime.console import stderr, stdout
@@ -23,6 +24,7 @@ from lfbtool.runtime.console import stderr, stdout
 _OUT = "Output"
 _RUN = "Run"
 _VIEWS = "Views"
+_IN = "Inputs"
 
 Backbone = Annotated[str, typer.Option(
     "--backbone", help="slowonly_r50, a torchvision video model (r3d_18, ...), or torchvision.<image model>.")]
@@ -39,8 +41,9 @@ def parse_size(text: str) -> int:
 
 
 def recognize_command(
-    inputs: Annotated[list[str], typer.Argument(help="Video files or frame directories; @list.txt reads one path per line.")],
     backbone: Backbone,
+    inputs: Annotated[list[str] | None, typer.Argument(
+        help="Video files or frame directories; @list.txt reads one path per line (nested @lists too).")] = None,
     checkpoint: Checkpoint = None,
     weights: Annotated[str | None, typer.Option(
         "--weights", help="torchvision weights, e.g. R3D_18_Weights.KINETICS400_V1 (needs network or torch's cache).")] = None,
@@ -54,11 +57,11 @@ def recognize_command(
                                                    rich_help_panel=_VIEWS)] = None,
     crop_size: Annotated[int | None, typer.Option("--crop-size", help="Square crop (model default); three crops span the short side.",
                                                   rich_help_panel=_VIEWS)] = None,
-    crops: Annotated[str | None, typer.Option("--crops", help="center | three | ten (MMAction2 CenterCrop / ThreeCrop / "
-                                              "TenCrop; model default, mostly center).", rich_help_panel=_VIEWS)] = None,
-    average_clips: Annotated[str | None, typer.Option("--average-clips", help="score (mean logits) | prob (mean softmax) | "
-                                                      "none (per view); model default, mostly score.",
-                                                      rich_help_panel=_VIEWS)] = None,
+    crops: Annotated[CropMode | None, typer.Option("--crops", help="center | three | ten (MMAction2 CenterCrop / ThreeCrop / "
+                                                   "TenCrop; model default, mostly center).", rich_help_panel=_VIEWS)] = None,
+    average_clips: Annotated[AverageClips | None, typer.Option("--average-clips", help="score (mean logits) | prob (mean "
+                                                               "softmax) | none (per view); model default, mostly score.",
+                                                               rich_help_panel=_VIEWS)] = None,
     loop: Annotated[bool, typer.Option("--loop/--no-loop", help="Loop the frames of a video shorter than one clip "
                                        "(MMAction2); --no-loop makes it a failed input.", rich_help_panel=_VIEWS)] = True,
     max_testing_views: Annotated[int | None, typer.Option("--max-testing-views", help="At most this many views per forward.",
@@ -85,6 +88,18 @@ def recognize_command(
                                                       rich_help_panel=_OUT)] = None,
     gradcam_class: Annotated[int | None, typer.Option("--gradcam-class", help="Class index (default: the top-1).",
                                                       rich_help_panel=_OUT)] = None,
+    ann_file: Annotated[Path | None, typer.Option("--ann-file", help="MMAction2 annotation list instead of INPUTS: "
+                                                  "'path label' (video) or 'frame_dir total_frames label' (rawframes) "
+                                                  "lines; labels give accuracy.", rich_help_panel=_IN)] = None,
+    ann_format: Annotated[str, typer.Option("--ann-format", help="video | rawframes: the --ann-file layout "
+                                            "(MMAction2 VideoDataset / RawframeDataset).", rich_help_panel=_IN)] = "video",
+    data_prefix: Annotated[Path | None, typer.Option("--data-prefix", help="Directory the --ann-file paths are "
+                                                     "joined to (MMAction2's data_prefix).", rich_help_panel=_IN)] = None,
+    dump: Annotated[Path | None, typer.Option("--dump", help="Write MMAction2's results pickle (tools/test.py --dump "
+                                              "layout) to this .pkl file.", rich_help_panel=_OUT)] = None,
+    gradcam_clips: Annotated[str, typer.Option("--gradcam-clips", help="Views to explain: top (the top-scoring view) | "
+                                               "all | view indices like 0,3 (crop-major; crops for 2D models).",
+                                               rich_help_panel=_OUT)] = "top",
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first bad input (default: record it, go on).",
                                             rich_help_panel=_RUN)] = False,
     device: Device = "auto",
@@ -94,6 +109,20 @@ def recognize_command(
     start_index: Annotated[int, typer.Option("--start-index", help="Number of the first frame file (1 for img_00001.jpg).")] = 1,
 ) -> None:
     """Classify videos with MMAction2's multi-view test path and print the top classes."""
+    from lfbtool.choices import AnnFormat
+    from lfbtool.recognize.lists import input_list, read_annotations
+    from lfbtool.recognize.metrics import check_dump_path
+
+    # the inputs are read once, here, before the model loads: a bad list line costs no torch start-up
+    if ann_file is not None and inputs:
+        raise LfbError("pass INPUTS or --ann-file, not both")
+    if data_prefix is not None and ann_file is None:
+        raise LfbError("--data-prefix joins the paths of --ann-file; pass --ann-file too")
+    if dump is not None:
+        check_dump_path(dump)
+    fmt = AnnFormat.parse(ann_format, "--ann-format")
+    given = read_annotations(ann_file, fmt, data_prefix) if ann_file is not None else input_list(inputs or [])
+
     from lfbtool.models.recognizer_factory import build_recognizer
     from lfbtool.recognize.job import RecognizeJob, run_recognize, run_settings
     from lfbtool.recognize.scoring import RecognizeOptions, load_labels, resolve_settings
@@ -112,6 +141,7 @@ def recognize_command(
     built = build_recognizer(backbone, checkpoint=str(checkpoint) if checkpoint else None, weights=weights)
     recognizer = built.recognizer
     names = load_labels(labels, recognizer.num_classes, built.categories)
+    given.check_labels(recognizer.num_classes)
     settings = resolve_settings(recognizer, RecognizeOptions(
         num_clips=num_clips, clip_len=clip_len, frame_interval=frame_interval, short_side=short_side,
         crop_size=crop_size, crops=crops, average_clips=average_clips, max_testing_views=max_testing_views,
@@ -119,7 +149,11 @@ def recognize_command(
         memory_budget=parse_size(memory_budget), precision=precision))
     job = RecognizeJob(out=out, features=features, gradcam_dir=gradcam, gradcam_layer=gradcam_layer,
                        gradcam_class=gradcam_class, resume=resume, overwrite=overwrite, keep_going=not fail_fast,
-                       top_k=top_k)
+                       gradcam_clips=gradcam_clips, top_k=top_k, progress=sys.stderr.isatty())
+    if gradcam is not None:
+        from lfbtool.recognize.gradcam_views import parse_gradcam_clips
+
+        parse_gradcam_clips(gradcam_clips, settings, recognizer.is_2d)
     info = run_settings(recognizer, settings, job, checkpoint=checkpoint, weights=weights, names=names)
     ctx = init_from_env()
     try:
@@ -132,7 +166,7 @@ def recognize_command(
                 markup=False,
             )
         summary = run_recognize(
-            inputs, recognizer, settings, job, info, names=names, device=target, ctx=ctx,
+            given, recognizer, settings, job, info, names=names, device=target, ctx=ctx,
             on_record=lambda record: _show(record, as_json),
             on_failure=lambda record: stderr.print(f"failed: {record['error']}", style="red", markup=False),
             on_notice=lambda text: stderr.print(f"notice: {text}", style="yellow", markup=False),
@@ -145,8 +179,28 @@ def recognize_command(
         stderr.print(f"{done} of {len(summary.records)} inputs scored{skipped}", markup=False)
         for record in summary.failures:
             stderr.print(f"  failed: {record['input']}: {record['error']}", style="red", markup=False)
+        if summary.metrics is not None:
+            _show_metrics(summary.metrics, as_json)
+        if dump is not None:
+            from lfbtool.recognize.metrics import write_dump
+
+            write_dump(dump, summary.records, settings.crop_size)
+            stderr.print(f"dump: {dump} ({len(summary.records)} samples, MMAction2 tools/test.py --dump layout)",
+                         markup=False)
     if summary.failures:
         raise typer.Exit(code=1)
+
+
+def _show_metrics(metrics: dict[str, Any], as_json: bool) -> None:
+    """The accuracy line on stderr (and, with --json, one last ``{"metrics": ...}`` line on stdout)."""
+    left_out = metrics["labelled"] - metrics["evaluated"]
+    note = f" ({left_out} failed, left out)" if left_out else ""
+    if "acc/top1" in metrics:
+        stderr.print(f"accuracy over {metrics['evaluated']} labelled inputs{note}: top-1 {metrics['acc/top1']:.4f}, "
+                     f"top-5 {metrics['acc/top5']:.4f}, mean class {metrics['acc/mean1']:.4f}", markup=False)
+    if as_json:
+        stdout.file.write(json.dumps({"metrics": metrics}) + "\n")
+        stdout.file.flush()
 
 
 def _show(record: dict[str, Any], as_json: bool) -> None:

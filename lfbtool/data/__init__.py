@@ -7,8 +7,9 @@ readers, which need torch.
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from lfbtool import _lazy_names
 
 if TYPE_CHECKING:
     from lfbtool.data.ava import (
@@ -24,22 +25,13 @@ if TYPE_CHECKING:
     from lfbtool.data.preprocess import resize_clip, resized_shape, scale_boxes
     from lfbtool.data.sampling import crop_windows, keyframe_clip_numbers, test_clip_numbers
 
-_HOMES = {
+__all__ = ["ClipSource", "FrameDirectory", "Keyframe", "Skipped", "VideoFile", "build_keyframes",
+           "crop_windows", "keyframe_clip_numbers", "open_source", "read_annotations", "read_excluded",
+           "read_proposals", "resize_clip", "resized_shape", "scale_boxes", "select_proposals", "test_clip_numbers"]
+__getattr__ = _lazy_names("lfbtool.data", {
     "ava": ("Keyframe", "Skipped", "build_keyframes", "read_annotations", "read_excluded", "read_proposals",
             "select_proposals"),
     "frames": ("ClipSource", "FrameDirectory", "VideoFile", "open_source"),
     "preprocess": ("resize_clip", "resized_shape", "scale_boxes"),
     "sampling": ("crop_windows", "keyframe_clip_numbers", "test_clip_numbers"),
-}
-_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
-
-__all__ = ["ClipSource", "FrameDirectory", "Keyframe", "Skipped", "VideoFile", "build_keyframes",
-           "crop_windows", "keyframe_clip_numbers", "open_source", "read_annotations", "read_excluded",
-           "read_proposals", "resize_clip", "resized_shape", "scale_boxes", "select_proposals", "test_clip_numbers"]
-
-
-def __getattr__(name: str) -> object:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lfbtool.data' has no attribute {name!r}")
-    return getattr(import_module(f"lfbtool.data.{module}"), name)
+})

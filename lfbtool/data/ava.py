@@ -11,20 +11,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from lfbtool.data._proposals_fast import BOX_TOLERANCE, proposals_at_once
 from lfbtool.errors import LfbError
 from lfbtool.keys import key_text, timestamp_problem, video_id_problem
 
 Key = tuple[str, int]
-#: How far outside [0, 1] a box coordinate may lie and still count as normalized; it is then clipped to
-#: [0, 1]. A detector's ``x / width`` in float32 gives 1.0000001 (one float32 step above 1 is 1.2e-7);
-#: 1e-6 allows a few such steps, far below a pixel (1e-6 of a 4K frame is 0.004 px).
-BOX_TOLERANCE = 1e-6
 WHOLE_FRAME = np.array([[0.0, 0.0, 1.0, 1.0]], dtype=np.float32)
 
 
@@ -184,57 +180,12 @@ def _read_proposals_pkl(path: Path) -> dict[Key, np.ndarray]:
 
     if not path.exists():
         raise LfbError(f"{path}: no such file (proposals)")
-    data = load_plain(path)
-    if not isinstance(data, dict):
-        raise LfbError(f"{path}: expected a dict 'video_id,timestamp' -> array, got {type(data).__name__}")
-    with collector_paused():
-        checked = _proposals_at_once(data)
+    with collector_paused():  # the load and the checks: ~200k objects the collector would walk again and again
+        data = load_plain(path)
+        if not isinstance(data, dict):
+            raise LfbError(f"{path}: expected a dict 'video_id,timestamp' -> array, got {type(data).__name__}")
+        checked = proposals_at_once(data)
     return checked if checked is not None else _proposals_one_by_one(path, data)
-
-
-def _proposals_at_once(data: dict) -> dict[Key, np.ndarray] | None:
-    """The usual file (``"vid,0902"`` keys, numeric 2-D arrays, valid boxes) checked with whole-array
-    operations: 200k keys in a fraction of the time the key-by-key loop takes. None when anything is
-    off; the loop then names the first problem."""
-    keys, arrays = list(data), list(data.values())
-    if not keys or set(map(type, keys)) != {str} or set(map(type, arrays)) != {np.ndarray}:
-        return None
-    dtypes = set(map(attrgetter("dtype"), arrays))
-    if any(dtype.kind not in "iuf" for dtype in dtypes) or set(map(attrgetter("ndim"), arrays)) != {2}:
-        return None
-    width = arrays[0].shape[1]
-    columns = np.empty((width, sum(map(len, arrays))), np.result_type(*dtypes))
-    try:
-        np.concatenate(arrays, out=columns.T)  # column by column: the checks below read contiguous memory
-    except ValueError:  # [n, 4] and [n, 5] arrays in one file
-        return None
-    corners = columns[:4]
-    low, high = corners.min(initial=0), corners.max(initial=1)
-    if width not in (4, 5) or not np.isfinite(columns).all() or not (
-        low >= -BOX_TOLERANCE and high <= 1 + BOX_TOLERANCE
-        and (columns[2] >= columns[0]).all() and (columns[3] >= columns[1]).all()
-    ):
-        return None
-    if dtypes != {np.dtype(np.float32)} or not all(map(attrgetter("flags.writeable"), arrays)):
-        arrays = [array.astype(np.float32) for array in arrays]
-    if low < 0 or high > 1:  # within BOX_TOLERANCE outside [0, 1]: clip those arrays onto it
-        outside = np.flatnonzero(((corners < 0) | (corners > 1)).any(axis=0))
-        ends = np.cumsum(list(map(len, arrays)))
-        for i in np.unique(np.searchsorted(ends, outside, side="right")).tolist():
-            np.clip(arrays[i][:, :4], 0, 1, out=arrays[i][:, :4])
-    out: dict[Key, np.ndarray] = {}
-    try:
-        for key, array in zip(keys, arrays, strict=True):
-            video_id, _, stamp = key.partition(",")
-            out[video_id, int(stamp)] = array  # int() as in the loop: spaces and signs too
-    except ValueError:  # no comma, two commas, not a number
-        return None
-    stamps = list(map(itemgetter(1), out))
-    if len(out) != len(keys) or any(timestamp_problem(t) for t in (min(stamps), max(stamps))):
-        return None  # a duplicate ("v,902" and "v,0902"), or a timestamp a bank cannot hold
-    if any(video_id_problem(v) for v in set(map(itemgetter(0), out))):
-        return None
-    return out
 
 
 def _proposals_one_by_one(path: Path, data: dict) -> dict[Key, np.ndarray]:
@@ -317,6 +268,17 @@ def select_proposals(
     return np.ascontiguousarray(proposals), np.full(len(proposals), np.nan, dtype=np.float32)
 
 
+def _count_removed(removed: dict[str, int], proposals: np.ndarray, kept: int, score_threshold: float) -> None:
+    """Add the boxes of one keyframe that the score filter and the per-keyframe cap dropped."""
+    proposals = np.asarray(proposals, dtype=np.float32)
+    passed = len(proposals)
+    if proposals.shape[1] == 5:
+        scores = proposals[:, 4]
+        passed = int((scores >= min(np.float32(score_threshold), scores.max())).sum())
+    removed["proposal_score_threshold"] = removed.get("proposal_score_threshold", 0) + len(proposals) - passed
+    removed["max_proposals"] = removed.get("max_proposals", 0) + passed - kept
+
+
 def build_keyframes(
     *,
     source: Literal["annotated", "proposals", "every-second"],
@@ -327,6 +289,7 @@ def build_keyframes(
     score_threshold: float = 0.9,
     whole_frame_fallback: bool = False,
     max_proposals: int = 1000,
+    removed: dict[str, int] | None = None,
 ) -> tuple[list[Keyframe], list[Skipped]]:
     """The keyframes to extract, sorted by (video_id, timestamp), and those skipped with a reason.
 
@@ -337,6 +300,9 @@ def build_keyframes(
     minus excluded. ``every-second`` (own videos): the keys ``seconds`` (every second with a whole
     clip, :mod:`lfbtool.data.videos`) minus excluded, boxes from the proposals (a detector's) as for
     ``annotated``.
+
+    ``removed``: counts added under ``proposal_score_threshold`` and ``max_proposals``, the boxes each
+    filter dropped (a summary says so, never silently).
     """
     if not 0.0 <= score_threshold <= 1.0:
         raise LfbError(f"score threshold must be in [0, 1], got {score_threshold}")
@@ -369,6 +335,8 @@ def build_keyframes(
             boxes, scores = select_proposals(
                 proposals[key], score_threshold=score_threshold, max_proposals=max_proposals
             )
+            if removed is not None:
+                _count_removed(removed, proposals[key], len(boxes), score_threshold)
         elif whole_frame_fallback:
             boxes, scores = WHOLE_FRAME.copy(), np.ones(1, dtype=np.float32)
         else:

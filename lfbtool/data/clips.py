@@ -19,7 +19,7 @@ from lfbtool.data.ava import Keyframe, Skipped
 from lfbtool.data.frames import ClipSource, close_source, open_source
 from lfbtool.data.preprocess import resize_clip, resized_shape, scale_boxes
 from lfbtool.data.sampling import keyframe_clip_indices, keyframe_clip_numbers
-from lfbtool.errors import LfbError
+from lfbtool.errors import LfbError, SettingError
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ class ClipSettings:
             return self.fps
         read_rate = getattr(source, "read_frame_rate", None)
         if read_rate is None:
-            raise LfbError(f"{source.path}: fps auto needs a video file; give --fps for frame directories")
+            raise SettingError("fps", f"auto needs a video file, {source.path} is a frame directory: give {{0}} N "
+                                      "for frame directories")
         return read_rate()
 
 

@@ -52,6 +52,15 @@ def read_video_list(path: str | os.PathLike[str]) -> list[str]:
     return ids
 
 
+def chosen_videos(video_list: str | os.PathLike[str] | None, *, frames_root: str | os.PathLike[str] | None = None,
+                  videos_root: str | os.PathLike[str] | None = None, template: str = "img_{:05d}.jpg",
+                  video_ext: str = "mp4") -> list[str]:
+    """The videos an every-second run looks at: those of ``--video-list``, else every video found."""
+    if video_list is not None:
+        return read_video_list(video_list)
+    return list_videos(frames_root=frames_root, videos_root=videos_root, template=template, video_ext=video_ext)
+
+
 def list_videos(
     *,
     frames_root: str | os.PathLike[str] | None = None,

@@ -12,10 +12,10 @@ from lfbtool import _lazy_names
 
 if TYPE_CHECKING:
     from lfbtool.detect.outputs import Detections
-    from lfbtool.detect.run import DetectConfig, DetectResult, run_detect
+    from lfbtool.detect.run import DetectConfig, DetectResult, detect_config, run_detect
 
-__all__ = ["DetectConfig", "DetectResult", "Detections", "run_detect"]
+__all__ = ["DetectConfig", "DetectResult", "Detections", "detect_config", "run_detect"]
 __getattr__ = _lazy_names("lfbtool.detect", {
     "outputs": ("Detections",),
-    "run": ("DetectConfig", "DetectResult", "run_detect"),
+    "run": ("DetectConfig", "DetectResult", "detect_config", "run_detect"),
 })

@@ -46,6 +46,35 @@ def sidecar_path(out: str | Path) -> Path:
     return Path(f"{out}.json")
 
 
+def sidecar_settings(out: str | Path) -> dict[str, Any] | None:
+    """The ``settings`` of the sidecar beside a proposals file, or None when it has none (FAIR's CSVs,
+    MMAction2's pickles); a sidecar that is there but unreadable is one error naming it."""
+    sidecar = sidecar_path(out)
+    if not sidecar.exists():
+        return None
+    try:
+        settings = json.loads(sidecar.read_text())["settings"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+        raise LfbError(f"{sidecar}: not a sidecar written by lfbtool detect ({type(error).__name__}: {error}); "
+                       f"fix or remove it") from None
+    if not isinstance(settings, dict):
+        raise LfbError(f"{sidecar}: not a sidecar written by lfbtool detect (settings is not an object); "
+                       f"fix or remove it")
+    return settings
+
+
+def detector_threshold_of(proposals: str | Path) -> float | None:
+    """The score threshold of the detector that wrote ``proposals`` (``lfbtool detect``, per its sidecar
+    ``<proposals>.json``); None when the file has no sidecar (proposals from elsewhere)."""
+    settings = sidecar_settings(proposals)
+    if settings is None:
+        return None
+    value = settings.get("score_threshold")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise LfbError(f"{sidecar_path(proposals)}: settings.score_threshold must be a number, got {value!r}")
+    return float(value)
+
+
 @dataclass
 class Detections:
     """Person boxes per keyframe, float32 ``[n, 5]``; n may be 0."""
@@ -145,14 +174,14 @@ def detect_parts(out: str | Path, name: str = "detect") -> RunParts:
 
 
 def _sidecar_settings(out: Path) -> dict[str, Any]:
-    sidecar = sidecar_path(out)
     try:
-        settings = json.loads(sidecar.read_text())["settings"]
-        if isinstance(settings, dict):
-            return settings
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    raise LfbError(f"{out}: exists without a readable sidecar {sidecar.name}; pass --overwrite to detect again")
+        settings = sidecar_settings(out)
+    except LfbError:
+        settings = None
+    if settings is None:
+        raise LfbError(f"{out}: exists without a readable sidecar {sidecar_path(out).name}; "
+                       "pass --overwrite to detect again")
+    return settings
 
 
 def detections_finished(out: str | Path) -> Finished:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from dataclasses import dataclass, field
-from fractions import Fraction
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from lfbtool.data.ava import read_annotations, read_excluded, read_proposals
 from lfbtool.data.clips import ClipSettings
 from lfbtool.data.frames import VideoFile
 from lfbtool.data.sampling import keyframe_frame_number
-from lfbtool.data.videos import list_videos, read_video_list, variable_rate_warning, whole_clip_seconds
+from lfbtool.data.videos import chosen_videos, variable_rate_warning, whole_clip_seconds
 from lfbtool.detect.outputs import (
     Detections,
     assemble_detections,
@@ -34,53 +33,63 @@ from lfbtool.detect.outputs import (
     output_format,
     write_detections,
 )
-from lfbtool.errors import LfbError
+from lfbtool.errors import LfbError, SettingError
 from lfbtool.keys import key_text
-from lfbtool.models.detector import DEFAULT_DETECTOR, detect_persons, load_detector
+from lfbtool.models.detector import detect_persons, load_detector
 from lfbtool.runs.parts import PartWriter, RunParts
 from lfbtool.runs.scaffold import run_in_parts
 from lfbtool.runtime import distributed as dist
 from lfbtool.runtime import resolve_device
 from lfbtool.runtime.console import progress_bar
+from lfbtool.settings import ClipSampling, DetectorSettings, FrameSource, RunOptions, pick
 
 Key = tuple[str, int]
 
 
-@dataclass
+@dataclass(frozen=True)
 class DetectConfig:
-    """Every option of ``lfbtool detect``."""
+    """Every setting of ``lfbtool detect``, parsed; :func:`detect_config` builds it from flat options.
+    ``extract --keyframes every-second`` passes its own sub-configs (detector, frames, clip, run)."""
 
     out: Path
-    detector: str = DEFAULT_DETECTOR
-    detector_checkpoint: Path | None = None
-    detector_weights: str | None = None
-    score_threshold: float = 0.5
-    max_per_frame: int = 100
-    min_size: int | None = None  # the detector's internal resize; None: the model's own (as torchvision defines it)
-    max_size: int | None = None
-    keyframes: str = "every-second"
+    keyframes: KeyframeSource = KeyframeSource.every_second
     annotations: Path | None = None
     excluded: Path | None = None
     proposals: Path | None = None
-    video_list: Path | None = None
-    stride: int = 1
-    frames_root: Path | None = None
-    videos_root: Path | None = None
-    frame_template: str = "img_{:05d}.jpg"
-    video_ext: str = "mp4"
-    fps: int | Fraction | str | None = None  # None: "auto" for videos with every-second, else 30
-    timestamp_start: int | None = None  # None: 0 with every-second (own videos), else 900 (AVA)
-    start_index: int = 1
-    clip_len: int = 4
-    frame_interval: int = 16
-    batch_size: int = 1
-    device: str = "auto"
-    segment_size: int = 64
-    resume: bool = False
-    overwrite: bool = False
-    dist_timeout: int = 1800
+    frames: FrameSource = field(default_factory=FrameSource)
+    clip: ClipSampling = field(default_factory=ClipSampling)  # which seconds hold a whole clip of the bank
+    detector: DetectorSettings = field(default_factory=DetectorSettings)
+    run: RunOptions = field(default_factory=RunOptions)
     preview: Path | None = None  # a directory: per video a PNG contact sheet of keyframes with their boxes
     preview_frames: int = 12
+
+
+_TOP = ("out", "annotations", "excluded", "proposals", "preview", "preview_frames")
+_SUB = (FrameSource, ClipSampling, DetectorSettings, RunOptions)
+
+
+def detect_config(**options: Any) -> DetectConfig:
+    """The edge: flat options (the CLI's names; None or absent: the default) parsed once -- keyframe
+    source, frame rate, paths -- with the defaults that depend on the source: ``fps`` auto for videos
+    with every-second, else 30; ``timestamp_start`` 0 with every-second (own videos), else 900 (AVA)."""
+    from lfbtool.data.sampling import parse_fps
+
+    known = set(_TOP) | {"keyframes"} | {f.name for cls in _SUB for f in fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"not detect options: {unknown}")
+    given = {name: value for name, value in options.items() if value is not None}
+    source = KeyframeSource.parse(given.get("keyframes", KeyframeSource.every_second), "--keyframes")
+    own = source is KeyframeSource.every_second
+    for name in ("out", "annotations", "excluded", "proposals", "preview", "frames_root", "videos_root",
+                 "video_list", "detector_checkpoint"):
+        if name in given:
+            given[name] = Path(given[name]).expanduser()
+    given["fps"] = parse_fps(given.get("fps", "auto" if own and "videos_root" in given else 30))
+    given.setdefault("timestamp_start", 0 if own else 900)
+    return DetectConfig(keyframes=source, **{name: given[name] for name in _TOP if name in given},
+                        frames=pick(FrameSource, given), clip=pick(ClipSampling, given),
+                        detector=pick(DetectorSettings, given), run=pick(RunOptions, given))
 
 
 @dataclass
@@ -95,43 +104,30 @@ class DetectResult:
     world_size: int = 1
     already_complete: bool = False
     warnings: list[str] = field(default_factory=list)
+    # persons each filter dropped at the keyframes detected now, all ranks: detector_score_threshold, max_per_frame
+    removed: dict[str, int] = field(default_factory=dict)
     keys: list[Key] = field(default_factory=list)  # every keyframe detected on, with or without persons
 
 
 def resolve_defaults(config: DetectConfig) -> DetectConfig:
-    """Fill the source-dependent defaults and check the options (LfbError naming the option)."""
-    source = KeyframeSource.parse(config.keyframes, "--keyframes")
-    own = source == KeyframeSource.every_second
-    if config.fps is None:
-        config.fps = "auto" if own and config.videos_root is not None else 30
-    if config.timestamp_start is None:
-        config.timestamp_start = 0 if own else 900
-    if config.frames_root is None and config.videos_root is None:
-        raise LfbError("give --videos-root DIR or --frames-root DIR (where the frames come from)")
-    if not 0.0 <= config.score_threshold <= 1.0:
-        raise LfbError(f"--score-threshold must be in [0, 1], got {config.score_threshold}")
-    options = {"min_size": "detector-min-size", "max_size": "detector-max-size"}
-    for name in ("max_per_frame", "min_size", "max_size", "stride", "clip_len", "frame_interval", "batch_size",
-                 "segment_size"):
-        value = getattr(config, name)
-        if value is not None and int(value) < 1:
-            raise LfbError(f"--{options.get(name, name.replace('_', '-'))} must be >= 1, got {value}")
-    if source == KeyframeSource.annotated and config.annotations is None:
-        raise LfbError("--keyframes annotated needs --annotations FILE")
-    if source == KeyframeSource.proposals and config.proposals is None:
-        raise LfbError("--keyframes proposals needs --proposals FILE")
-    if config.resume and config.overwrite:
-        raise LfbError("--resume and --overwrite exclude each other")
+    """Check the settings together (a SettingError names the setting); the config, unchanged."""
+    for part in (config.frames, config.clip, config.detector, config.run):
+        part.check()
+    if config.keyframes is KeyframeSource.annotated and config.annotations is None:
+        raise SettingError("keyframes", "annotated needs {1} FILE", also=("annotations",))
+    if config.keyframes is KeyframeSource.proposals and config.proposals is None:
+        raise SettingError("keyframes", "proposals needs {1} FILE", also=("proposals",))
     output_format(config.out)
     check_output_path(config.out)
     return config
 
 
 def clip_settings(config: DetectConfig) -> ClipSettings:
+    frames = config.frames
     return ClipSettings(
-        frames_root=config.frames_root, videos_root=config.videos_root, frame_template=config.frame_template,
-        video_ext=config.video_ext, fps=config.fps, timestamp_start=int(config.timestamp_start),
-        start_index=config.start_index, clip_len=config.clip_len, frame_interval=config.frame_interval,
+        frames_root=frames.frames_root, videos_root=frames.videos_root, frame_template=frames.frame_template,
+        video_ext=frames.video_ext, fps=frames.fps, timestamp_start=int(frames.timestamp_start),
+        start_index=frames.start_index, clip_len=config.clip.clip_len, frame_interval=config.clip.frame_interval,
         short_side=1,  # unused: detection reads full frames
     )
 
@@ -148,11 +144,9 @@ def keyframe_keys(config: DetectConfig) -> tuple[list[Key], list[str]]:
         for video_id in sorted({video_id for video_id, _ in keys}):
             settings.fps_of(settings.open(video_id))  # unknown video or no rate: fail before any work
     else:
-        if config.video_list is not None:
-            videos = read_video_list(config.video_list)
-        else:
-            videos = list_videos(frames_root=config.frames_root, videos_root=config.videos_root,
-                                 template=config.frame_template, video_ext=config.video_ext)
+        frames = config.frames
+        videos = chosen_videos(frames.video_list, frames_root=frames.frames_root, videos_root=frames.videos_root,
+                               template=frames.frame_template, video_ext=frames.video_ext)
         keys = set()
         for video_id in videos:
             source = settings.open(video_id)
@@ -165,11 +159,11 @@ def keyframe_keys(config: DetectConfig) -> tuple[list[Key], list[str]]:
             seconds = whole_clip_seconds(
                 source.count_frames(), fps=settings.fps_of(source), timestamp_start=settings.timestamp_start,
                 start_index=settings.start_index, clip_len=settings.clip_len, interval=settings.frame_interval,
-                stride=config.stride,
+                stride=frames.stride,
             )
             if not seconds:
                 warnings.append(f"{source.path}: {source.count_frames()} frames hold no whole clip of "
-                                f"{config.clip_len} x {config.frame_interval}; no second of it is used")
+                                f"{config.clip.clip_len} x {config.clip.frame_interval}; no second of it is used")
             keys.update((video_id, t) for t in seconds)
     return sorted(keys - excluded), warnings
 
@@ -178,11 +172,12 @@ def settings_record(config: DetectConfig, detector: dict[str, Any], keys: list[K
     """What decides the output: compared on --resume, written to the sidecar ``<out>.json``."""
     listing = "\n".join(key_text(v, t) for v, t in keys).encode()
     return {
-        **detector,
-        "score_threshold": config.score_threshold, "max_per_frame": config.max_per_frame,
-        "person_label": 1, "keyframes": str(config.keyframes), "stride": config.stride,
-        "fps": str(config.fps), "timestamp_start": config.timestamp_start, "start_index": config.start_index,
-        "clip_len": config.clip_len, "frame_interval": config.frame_interval,
+        **detector,  # the sidecar's keys as they always were: old outputs resume
+        "score_threshold": config.detector.detector_score_threshold, "max_per_frame": config.detector.max_per_frame,
+        "person_label": 1, "keyframes": str(config.keyframes), "stride": config.frames.stride,
+        "fps": str(config.frames.fps), "timestamp_start": config.frames.timestamp_start,
+        "start_index": config.frames.start_index, "clip_len": config.clip.clip_len,
+        "frame_interval": config.clip.frame_interval,
         "keyframes_sha256": hashlib.sha256(listing).hexdigest(), "num_keyframes": len(keys),
     }
 
@@ -220,7 +215,7 @@ def _batches(frames, batch_size: int):
 def run_detect(config: DetectConfig, *, show_progress: bool | None = None) -> DetectResult:
     """Detect persons at every keyframe and write ``config.out``. Joins torchrun if launched; rank 0
     holds the lock ``.<out name>.lock`` beside the output while the run goes on."""
-    ctx = dist.init_from_env(config.dist_timeout)
+    ctx = dist.init_from_env(config.run.dist_timeout)
     out = Path(config.out)
     try:
         result = detect_in_context(config, ctx, show_progress,
@@ -244,11 +239,12 @@ def detect_in_context(config: DetectConfig, ctx: dist.DistContext, show_progress
     result = DetectResult(output=out, world_size=ctx.world_size)
     failure, prepared = None, None
     try:  # everything the user may have got wrong, before anything is written
-        device = resolve_device(config.device, ctx.local_rank)
+        device = resolve_device(config.run.device, ctx.local_rank)
         keys, result.warnings = keyframe_keys(config)
-        model, source = load_detector(config.detector, checkpoint=config.detector_checkpoint,
-                                      weights=config.detector_weights, min_size=config.min_size,
-                                      max_size=config.max_size)
+        chosen = config.detector
+        model, source = load_detector(chosen.detector, checkpoint=chosen.detector_checkpoint,
+                                      weights=chosen.detector_weights, min_size=chosen.detector_min_size,
+                                      max_size=chosen.detector_max_size)
         model = model.to(device)
         settings = settings_record(config, source.record(), keys)
         prepared = (keys, settings)
@@ -263,12 +259,15 @@ def detect_in_context(config: DetectConfig, ctx: dist.DistContext, show_progress
     if show_progress is None:
         show_progress = ctx.is_main and sys.stderr.isatty()
 
+    removed: dict[str, int] = {}
+
     def work(mine: list[Key], writer: PartWriter) -> None:
         with progress_bar("detecting", show_progress) as progress:
             task = progress.add_task("detect", total=len(mine), rate="")
-            for batch in _batches(_frames(mine, clip_settings(config)), config.batch_size):
+            for batch in _batches(_frames(mine, clip_settings(config)), config.run.batch_size):
                 found = detect_persons(model, [frame for _, frame in batch], device,
-                                       score_threshold=config.score_threshold, max_per_frame=config.max_per_frame)
+                                       score_threshold=config.detector.detector_score_threshold,
+                                       max_per_frame=config.detector.max_per_frame, removed=removed)
                 for (key, _), boxes in zip(batch, found, strict=True):
                     writer.append(key, boxes)
                 progress.update(task, advance=len(batch))
@@ -280,9 +279,13 @@ def detect_in_context(config: DetectConfig, ctx: dist.DistContext, show_progress
         return detections
 
     run = run_in_parts(ctx, detect_parts(out, name), settings=settings, keys=keys, work=work, assemble=assemble,
-                       resume=config.resume, overwrite=config.overwrite, segment_size=config.segment_size,
+                       resume=config.run.resume, overwrite=config.run.overwrite, segment_size=config.run.segment_size,
                        final=detections_finished(out), lock=lock)
     result.detected_now, result.loop_seconds, result.resumed = run.produced, run.seconds, run.resumed
+    if not run.plan.complete:
+        for counts in dist.all_gather(ctx, removed):
+            for name, count in counts.items():
+                result.removed[name] = result.removed.get(name, 0) + count
     if run.plan.complete:
         result.already_complete = True
         _count(result, Detections.read(out))
@@ -296,4 +299,4 @@ def _count(result: DetectResult, detections: Detections) -> None:
     result.boxes = int(sum(len(boxes) for boxes in detections.boxes.values()))
 
 
-__all__ = ["DetectConfig", "DetectResult", "detect_in_context", "keyframe_keys", "run_detect"]
+__all__ = ["DetectConfig", "DetectResult", "detect_config", "detect_in_context", "keyframe_keys", "run_detect"]

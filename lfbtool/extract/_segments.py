@@ -91,7 +91,7 @@ def bank_finished(bank: Path, settings_of: Any) -> Finished:
 
 
 def merge_shards(directory: Path, bank: Path, *, mode: str, keep_shards: bool = False,
-                 on_conflict: OnConflict | str = OnConflict.error, overwrite: bool = False) -> MergeReport:
+                 on_conflict: OnConflict = OnConflict.error, overwrite: bool = False) -> MergeReport:
     """Check a finished ``mode`` run's records, merge its segments into ``bank``, then drop them.
 
     The caller holds the OUT's :class:`~lfbtool._io.lock.RunLock` (extract's rank 0, or ``lfbtool merge``).

@@ -1,4 +1,5 @@
-"""The resolved extraction config: defaults <- TOML file <- command-line options, and its fingerprint.
+"""Extract's flat options layer: defaults <- TOML file <- command-line options, resolved once into the
+frozen :class:`~lfbtool.settings.ExtractSettings` (:func:`settings_of`), and the bank's fingerprint.
 
 The fingerprint covers exactly the settings that change what lands in the bank (inputs, sampling,
 model, pooling, precision) and not how the run goes (workers, batch size, device, paths), so a resume
@@ -8,9 +9,8 @@ on other machines with other paths is accepted while a resume with another clip 
 from __future__ import annotations
 
 import dataclasses
-import re
 import string
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,22 @@ import tomllib
 
 from lfbtool._io.hashing import file_sha256
 from lfbtool.choices import KeyframeSource, Pool, Precision
-from lfbtool.errors import LfbError
+from lfbtool.errors import LfbError, SettingError
+from lfbtool.runs.naming import check_mode
 from lfbtool.runs.settings import fingerprint as settings_fingerprint
+from lfbtool.settings import (
+    ClipSampling,
+    DetectorSettings,
+    ExtractSettings,
+    FeatureModel,
+    FrameSource,
+    KeyframeSelection,
+    RunOptions,
+    project,
+)
+
+#: The proposal filter when the proposals are not a detector's output (MMAction2's AVA default).
+DEFAULT_PROPOSAL_SCORE_THRESHOLD = 0.9
 
 
 @dataclass
@@ -38,7 +52,9 @@ class ExtractConfig:
     annotations: Path | None = None
     excluded: Path | None = None
     proposals: Path | None = None
-    score_threshold: float = 0.9
+    # None: keep what the detector kept (every-second, or a `detect` output per its sidecar), else 0.9.
+    # Recorded in a bank's config as ``score_threshold`` (the name it always had).
+    proposal_score_threshold: float | None = None
     whole_frame_fallback: bool = False
     frames_root: Path | None = None
     videos_root: Path | None = None
@@ -79,12 +95,12 @@ class ExtractConfig:
     resume: bool = False
     overwrite: bool = False
     dist_timeout: int = 1800
-    # filled in by hash_inputs(): hashes of the files whose content enters the bank
-    input_sha256: dict[str, str] = field(default_factory=dict)
 
 
-#: Options the user may set (the CLI and TOML names); ``input_sha256`` is computed, not set.
-OPTION_FIELDS = tuple(f.name for f in fields(ExtractConfig) if f.name != "input_sha256")
+#: Options the user may set (the CLI and TOML names).
+OPTION_FIELDS = tuple(f.name for f in fields(ExtractConfig))
+#: Old option names still read (TOML keys; the CLI keeps hidden flags), each with a one-line note.
+DEPRECATED_NAMES = {"score_threshold": "proposal_score_threshold"}
 PATH_FIELDS = {"out", "annotations", "excluded", "proposals", "frames_root", "videos_root", "checkpoint",
                "video_list", "detector_checkpoint"}
 #: Settings that change how a box's feature is computed: the fingerprint covers these and the checkpoint.
@@ -100,10 +116,7 @@ SELECTION_FIELDS = ("mode", "keyframes", "score_threshold", "whole_frame_fallbac
                     "detection")
 #: Settings added after banks were first written: absent from an old bank's config means the old behaviour.
 _NEW_FIELDS = ("precision", "stride", "detection")
-_POSITIVE = ("stride", "max_per_frame", "detector_min_size", "detector_max_size", "clip_len", "frame_interval", "short_side", "roi_output_size", "batch_size", "segment_size",
-             "dist_timeout")
-_MAY_BE_NONE = ("detector_min_size", "detector_max_size")  # None: the detector's own
-_MODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+_POSITIVE = ("clip_len", "frame_interval", "short_side", "roi_output_size")  # checked before the spec reads them
 
 
 def default_of(name: str) -> Any:
@@ -167,6 +180,9 @@ def load_toml(path: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in table.items():
         name = key.replace("-", "_")
+        if name in DEPRECATED_NAMES:
+            name = DEPRECATED_NAMES[name]
+            deprecation_note(f"{path}: {key} is now {name.replace('_', '-')}")
         if name not in OPTION_FIELDS:
             raise LfbError(f"{path}: unknown key {key!r}; known keys: {', '.join(sorted(OPTION_FIELDS))}")
         values[name] = _check_toml_value(path, key, name, value)
@@ -187,6 +203,7 @@ def build_config(toml_path: Path | None, overrides: dict[str, Any]) -> ExtractCo
         if values[name] is not None:
             values[name] = Path(values[name]).expanduser()
     config = ExtractConfig(**values)
+    config.mode = check_mode(config.mode)
     config.keyframes = KeyframeSource.parse(config.keyframes, "--keyframes")
     config.precision = Precision.parse(config.precision, "--precision")
     own_videos = config.keyframes is KeyframeSource.every_second
@@ -205,46 +222,77 @@ def build_config(toml_path: Path | None, overrides: dict[str, Any]) -> ExtractCo
         config.clip_len = clip.clip_len if config.clip_len is None else config.clip_len
         config.frame_interval = clip.frame_interval if config.frame_interval is None else config.frame_interval
     if spec.clip_frames is not None and config.clip_len != spec.clip_frames:  # a fixed position table
-        raise LfbError(f"--clip-len {config.clip_len}: {spec.name} takes clips of exactly {spec.clip_frames} frames")
+        raise SettingError("clip_len", f"{config.clip_len}: {spec.name} takes clips of exactly {spec.clip_frames} frames")
     validate(config)
     return config
 
 
+def deprecation_note(text: str) -> None:
+    """One ``note:`` line on stderr (rank 0): an old option name still works."""
+    from lfbtool.runtime import is_main_process
+
+    if is_main_process():
+        import sys
+
+        sys.stderr.write(f"note: {text} (the old name still works for now)\n")
+
+
+def proposal_threshold(config: ExtractConfig) -> tuple[float, str]:
+    """The proposal filter's threshold and where it comes from: the option when given; else, for boxes
+    a detector made (``every-second``, or ``--proposals`` written by ``lfbtool detect``, per its
+    sidecar), the detector's own threshold, so every box it kept stays; else MMAction2's 0.9."""
+    if config.proposal_score_threshold is not None:
+        return config.proposal_score_threshold, "option"
+    detector_threshold = None
+    if config.keyframes is KeyframeSource.every_second:
+        detector_threshold = config.detector_score_threshold
+    elif config.proposals is not None:
+        from lfbtool.detect.outputs import detector_threshold_of
+
+        detector_threshold = detector_threshold_of(config.proposals)
+    if detector_threshold is None:
+        return DEFAULT_PROPOSAL_SCORE_THRESHOLD, "default"
+    return float(detector_threshold), "detector"
+
+
+def settings_of(config: ExtractConfig) -> ExtractSettings:
+    """The frozen settings of ``config``, resolved and checked once (the public entry points call it;
+    a config not from :func:`build_config` is resolved as the CLI's would be)."""
+    config = build_config(None, {name: getattr(config, name) for name in OPTION_FIELDS})
+    threshold, source = proposal_threshold(config)
+    options = {**dataclasses.asdict(config), "proposal_score_threshold": threshold, "score_threshold_from": source}
+    return ExtractSettings(
+        mode=config.mode, out=Path(config.out), selection=project(KeyframeSelection, options),
+        frames=project(FrameSource, options), clip=project(ClipSampling, options),
+        detector=project(DetectorSettings, options), model=project(FeatureModel, options),
+        run=project(RunOptions, options),
+    ).check()
+
+
 def validate(config: ExtractConfig) -> None:
-    """Checks across options; the messages name the command-line options (which the TOML keys mirror)."""
+    """Checks across options; a refused value is a SettingError naming the setting (the CLI shows its flag)."""
     for name in _POSITIVE:
         value = getattr(config, name)
-        if value is None and name in _MAY_BE_NONE:
-            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise LfbError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-    workers = config.num_workers
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-        raise LfbError(f"--num-workers must be 0 (decode in the main process) or more, got {workers!r}")
-    if not _MODE_NAME.fullmatch(config.mode):
-        raise LfbError(f"--mode must be a plain name (letters, digits, _ . + -; names lfb_<mode>.h5), got {config.mode!r}")
+            raise SettingError(name, f"must be a positive integer, got {value!r}")
+    if config.proposal_score_threshold is not None:
+        KeyframeSelection(proposal_score_threshold=config.proposal_score_threshold).check()
+    project(DetectorSettings, config).check()
     check_frame_template(config.frame_template)
-    if config.frames_root is None and config.videos_root is None:
-        raise LfbError("give --frames-root DIR or --videos-root DIR (where the frames come from)")
-    if config.frames_root is not None and config.videos_root is not None:
-        raise LfbError("give only one of --frames-root and --videos-root")
+    project(FrameSource, config).check()
+    project(RunOptions, config).check()
     if config.keyframes is KeyframeSource.every_second:
         if (config.detector_checkpoint is None) == (config.detector_weights is None):
-            raise LfbError("--keyframes every-second detects the persons: give one of --detector-checkpoint FILE "
-                           "or --detector-weights NAME")
+            raise SettingError("keyframes", "{0} every-second detects the persons: give one of {1} FILE or {2} NAME",
+                               also=("detector_checkpoint", "detector_weights"))
         if config.proposals is not None or config.annotations is not None:
-            raise LfbError("--keyframes every-second takes no --proposals/--annotations (it detects the persons)")
-        if not 0.0 <= config.detector_score_threshold <= 1.0:
-            raise LfbError(f"--detector-score-threshold must be in [0, 1], got {config.detector_score_threshold}")
+            raise SettingError("keyframes", "{0} every-second takes no {1}/{2} (it detects the persons)",
+                               also=("proposals", "annotations"))
     elif config.proposals is None and (config.keyframes is KeyframeSource.proposals or not config.whole_frame_fallback):
-        raise LfbError("--proposals FILE is needed (or --keyframes annotated --whole-frame-fallback, "
-                       "or --keyframes every-second with a detector)")
-    if config.fps == "auto" and config.videos_root is None:
-        raise LfbError("--fps auto reads each video file's rate: give --videos-root, or a number for frame directories")
+        raise SettingError("proposals", "{0} FILE is needed (or {1} annotated {2}, or {1} every-second with a "
+                           "detector)", also=("keyframes", "whole_frame_fallback"))
     if config.keyframes is KeyframeSource.annotated and config.annotations is None:
-        raise LfbError("--keyframes annotated needs --annotations FILE")
-    if config.resume and config.overwrite:
-        raise LfbError("--resume and --overwrite exclude each other")
+        raise SettingError("keyframes", "{0} annotated needs {1} FILE", also=("annotations",))
 
 
 def check_frame_template(template: str) -> None:
@@ -256,29 +304,34 @@ def check_frame_template(template: str) -> None:
     except (ValueError, IndexError, KeyError):
         ok = False
     if not ok or "/" in template or "\\" in template or "\0" in template:
-        raise LfbError(f"--frame-template must be a file name with exactly one integer field like "
-                       f"img_{{:05d}}.jpg, got {template!r}")
+        raise SettingError("frame_template", f"must be a file name with exactly one integer field like "
+                                             f"img_{{:05d}}.jpg, got {template!r}")
 
 
-def hash_inputs(config: ExtractConfig) -> None:
-    """Record the content hashes of the annotation, excluded and proposal files in the config."""
+def hash_inputs(settings: ExtractSettings) -> ExtractSettings:
+    """The settings with the content hashes of the annotation, excluded and proposal files."""
+    hashes = {}
     for name in ("annotations", "excluded", "proposals"):
-        path = getattr(config, name)
+        path = getattr(settings.selection, name)
         if path is None:
             continue
         if not Path(path).is_file():
             raise LfbError(f"{path}: {name} file not found")
-        config.input_sha256[name] = file_sha256(Path(path))
+        hashes[name] = file_sha256(Path(path))
+    return dataclasses.replace(settings, input_sha256=hashes)
 
 
-def resolved_dict(config: ExtractConfig, checkpoint_sha256: str) -> dict[str, Any]:
-    """Every option plus the content hashes: what a bank's ``config`` attribute holds (as JSON)."""
-    data = dataclasses.asdict(config)
-    data = {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
-    data["fps"] = fps_text(config.fps)
+def resolved_dict(settings: ExtractSettings | ExtractConfig, checkpoint_sha256: str) -> dict[str, Any]:
+    """Every option plus the content hashes: what a bank's ``config`` attribute holds (as JSON), in the
+    flat shape banks always had (the proposal filter's threshold under its old key ``score_threshold``)."""
+    if isinstance(settings, ExtractConfig):
+        settings = settings_of(settings)
+    data = {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.flat().items()}
+    data["score_threshold"] = data.pop("proposal_score_threshold")  # the key banks always had
+    data["fps"] = fps_text(settings.frames.fps)
     data["checkpoint_sha256"] = checkpoint_sha256
     data["detection"] = None
-    if config.precision is Precision.fp32:
+    if settings.model.precision is Precision.fp32:
         del data["precision"]  # fp32 banks keep the fingerprint they always had
     return data
 

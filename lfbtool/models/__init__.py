@@ -10,6 +10,8 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING
 
+from lfbtool import _lazy_names
+
 if TYPE_CHECKING:
     from lfbtool.models import resnet3d, slowfast, tv_transformers, tv_video, vit_mae
     from lfbtool.models.checkpoint import (
@@ -33,7 +35,14 @@ if TYPE_CHECKING:
         TestDefaults,
     )
 
-_HOMES = {
+__all__ = ["BackboneSpec", "ClipDefaults", "LFBFeatureModel", "LFBHead", "MMACTION_NORMALIZATION",
+           "Normalization", "Normalize", "RoIFeatureExtractor", "TORCHVISION_VIDEO_NORMALIZATION", "TestDefaults",
+           "backbone_spec", "check_finite_weights", "checkpoint_sha256", "create_backbone", "list_backbones",
+           "load_backbone_weights", "read_checkpoint", "register_backbone", "resnet3d", "slowfast", "tv_transformers",
+           "tv_video", "vit_mae"]
+#: Model modules reachable as attributes (``lfbtool.models.resnet3d``), imported on first use.
+_MODEL_MODULES = ("resnet3d", "slowfast", "tv_transformers", "tv_video", "vit_mae")
+_names = _lazy_names("lfbtool.models", {
     "checkpoint": ("check_finite_weights", "checkpoint_sha256", "load_backbone_weights", "read_checkpoint"),
     "factory": ("create_backbone",),
     "lfb_head": ("LFBHead",),
@@ -43,19 +52,10 @@ _HOMES = {
     "roi": ("RoIFeatureExtractor",),
     "specs": ("BackboneSpec", "ClipDefaults", "MMACTION_NORMALIZATION", "Normalization",
               "TORCHVISION_VIDEO_NORMALIZATION", "TestDefaults"),
-}
-_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
-
-__all__ = ["BackboneSpec", "ClipDefaults", "LFBFeatureModel", "LFBHead", "MMACTION_NORMALIZATION",
-           "Normalization", "Normalize", "RoIFeatureExtractor", "TORCHVISION_VIDEO_NORMALIZATION", "TestDefaults",
-           "backbone_spec", "check_finite_weights", "checkpoint_sha256", "create_backbone", "list_backbones",
-           "load_backbone_weights", "read_checkpoint", "register_backbone", "resnet3d", "slowfast", "tv_transformers", "tv_video", "vit_mae"]
+})
 
 
 def __getattr__(name: str) -> object:
-    if name in ("resnet3d", "slowfast", "tv_transformers", "tv_video", "vit_mae"):
+    if name in _MODEL_MODULES:
         return import_module(f"lfbtool.models.{name}")
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lfbtool.models' has no attribute {name!r}")
-    return getattr(import_module(f"lfbtool.models.{module}"), name)
+    return _names(name)

@@ -18,11 +18,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lfbtool.errors import LfbError
+from lfbtool.choices import did_you_mean
+from lfbtool.errors import LfbError, SettingError
 from lfbtool.models.checkpoint import checkpoint_sha256, load_strict, read_checkpoint
+from lfbtool.settings import DEFAULT_DETECTOR as DEFAULT_DETECTOR  # re-exported: its one home is settings
 
 PERSON_LABEL = 1  # COCO category id of "person" in torchvision's detection models
-DEFAULT_DETECTOR = "fasterrcnn_resnet50_fpn_v2"
 
 
 def detector_names() -> list[str]:
@@ -63,11 +64,12 @@ def build_detector(name: str, *, min_size: int | None = None, max_size: int | No
     """
     names = detector_names()
     if name not in names:
-        raise LfbError(f"unknown detector {name!r}; torchvision has: {', '.join(names)}")
+        raise LfbError(f"unknown detector {name!r}{did_you_mean(name, names)} (torchvision has: {', '.join(names)})")
     sizes = {key: value for key, value in (("min_size", min_size), ("max_size", max_size)) if value is not None}
     if sizes and has_fixed_size(name):
-        raise LfbError(f"--detector-min-size/--detector-max-size do not apply to {name}: SSD models resize "
-                       f"every image to their fixed input size; leave them out")
+        raise SettingError(f"detector_{next(iter(sizes))}",
+                           f"does not apply to {name}: SSD models resize every image to their fixed input "
+                           "size; leave {1} and {2} out", also=("detector_min_size", "detector_max_size"))
     import torchvision
 
     return torchvision.models.get_model(name, weights=None, weights_backbone=None, **sizes).eval()
@@ -92,8 +94,8 @@ def load_detector(
     file (a state_dict or ``{"state_dict"/"model": ...}``, loaded strictly) or a torchvision weights
     name (``DEFAULT``, ``COCO_V1``, downloaded by torchvision, hash-checked). Exactly one of the two."""
     if (checkpoint is None) == (weights is None):
-        raise LfbError("give the detector's weights: --detector-checkpoint FILE (offline) or "
-                       "--detector-weights NAME (e.g. DEFAULT, downloaded by torchvision), not both")
+        raise SettingError("detector_checkpoint", "give the detector's weights: {0} FILE (offline) or {1} NAME "
+                           "(e.g. DEFAULT, downloaded by torchvision), not both", also=("detector_weights",))
     model = build_detector(name, min_size=min_size, max_size=max_size)
     used = input_sizes(model)
     if checkpoint is not None:
@@ -106,10 +108,7 @@ def load_detector(
 
         member = resolve_weights(name, weights)
         source = str(member)
-        try:
-            state = weights_state_dict(member)
-        except LfbError as error:  # its advice names extract's option; ours is --detector-checkpoint
-            raise LfbError(str(error).replace("--checkpoint", "--detector-checkpoint")) from error
+        state = weights_state_dict(member, setting="detector_checkpoint")
         record = DetectorSource(name, *used, weights=str(member), checkpoint_sha256=_cached_sha256(member))
     load_strict(model, state, source=source, target=f"detector {name}")
     return model, record
@@ -127,10 +126,17 @@ def image_tensor(frame: Tensor) -> Tensor:
 
 
 def person_boxes(output: dict[str, Tensor], height: int, width: int, *, score_threshold: float,
-                 max_per_frame: int) -> np.ndarray:
+                 max_per_frame: int, removed: dict[str, int] | None = None) -> np.ndarray:
     """One image's torchvision output -> float32 ``[n, 5]``: normalised x1 y1 x2 y2 (clipped to
-    [0, 1]) and score, persons scoring >= ``score_threshold``, the first ``max_per_frame``."""
-    keep = (output["labels"] == PERSON_LABEL) & (output["scores"] >= score_threshold)
+    [0, 1]) and score, persons scoring >= ``score_threshold``, the first ``max_per_frame``.
+    ``removed``: counts added under ``detector_score_threshold`` and ``max_per_frame``, the persons
+    each filter dropped."""
+    persons = output["labels"] == PERSON_LABEL
+    keep = persons & (output["scores"] >= score_threshold)
+    if removed is not None:
+        found, passed = int(persons.sum()), int(keep.sum())
+        removed["detector_score_threshold"] = removed.get("detector_score_threshold", 0) + found - passed
+        removed["max_per_frame"] = removed.get("max_per_frame", 0) + max(0, passed - max_per_frame)
     boxes = output["boxes"][keep][:max_per_frame].detach().to("cpu", torch.float32)
     scores = output["scores"][keep][:max_per_frame].detach().to("cpu", torch.float32)
     scale = torch.tensor([width, height, width, height], dtype=torch.float32)
@@ -140,9 +146,9 @@ def person_boxes(output: dict[str, Tensor], height: int, width: int, *, score_th
 
 @torch.inference_mode()
 def detect_persons(model: nn.Module, frames: list[Tensor], device: torch.device, *, score_threshold: float,
-                   max_per_frame: int) -> list[np.ndarray]:
+                   max_per_frame: int, removed: dict[str, int] | None = None) -> list[np.ndarray]:
     """Person boxes ``[n, 5]`` of each uint8 ``[H, W, 3]`` frame (one forward for the list)."""
     images = [image_tensor(frame).to(device) for frame in frames]
     outputs = model(images)
     return [person_boxes(out, int(f.shape[0]), int(f.shape[1]), score_threshold=score_threshold,
-                         max_per_frame=max_per_frame) for out, f in zip(outputs, frames, strict=True)]
+                         max_per_frame=max_per_frame, removed=removed) for out, f in zip(outputs, frames, strict=True)]

@@ -13,9 +13,9 @@ from lfbtool.choices import Pool
 __all__ = ["LFBHead"]
 
 
-def _pool(mode: Pool | str, size: tuple[int | None, int | None, int | None], what: str) -> nn.Module:
-    pool = Pool.parse(mode, what)
-    return nn.AdaptiveAvgPool3d(size) if pool is Pool.avg else nn.AdaptiveMaxPool3d(size)
+def _pool(mode: Pool, size: tuple[int | None, int | None, int | None]) -> nn.Module:
+    """The pooling module; ``mode`` was parsed at the edge (``Pool(mode)`` only checks the type)."""
+    return nn.AdaptiveAvgPool3d(size) if Pool(mode) is Pool.avg else nn.AdaptiveMaxPool3d(size)
 
 
 class LFBHead(nn.Module):
@@ -25,11 +25,10 @@ class LFBHead(nn.Module):
     input precision; the cast to fp16 (``half=True``) comes last, as in MMAction2.
     """
 
-    def __init__(self, temporal_pool: Pool | str = Pool.avg, spatial_pool: Pool | str = Pool.max,
-                 half: bool = True) -> None:
+    def __init__(self, temporal_pool: Pool = Pool.avg, spatial_pool: Pool = Pool.max, half: bool = True) -> None:
         super().__init__()
-        self.temporal_pool = _pool(temporal_pool, (1, None, None), "temporal_pool")
-        self.spatial_pool = _pool(spatial_pool, (None, 1, 1), "spatial_pool")
+        self.temporal_pool = _pool(temporal_pool, (1, None, None))
+        self.spatial_pool = _pool(spatial_pool, (None, 1, 1))
         self.half = half
 
     def forward(self, roi_features: Tensor) -> Tensor:

@@ -30,15 +30,15 @@ class LFBFeatureModel(nn.Module):
         backbone: nn.Module,
         *,
         roi_output_size: int = 8,
-        roi_temporal_pool: Pool | str = Pool.avg,
-        temporal_pool: Pool | str = Pool.avg,
-        spatial_pool: Pool | str = Pool.max,
+        roi_temporal_pool: Pool = Pool.avg,
+        temporal_pool: Pool = Pool.avg,
+        spatial_pool: Pool = Pool.max,
         half: bool = True,
-        precision: Precision | str = Precision.fp32,
+        precision: Precision = Precision.fp32,
     ) -> None:
         super().__init__()
         spec = backbone.spec
-        self.precision = Precision.parse(precision, "--precision")
+        self.precision = Precision(precision)  # parsed at the edge; this only checks the type
         self.backbone = backbone
         self.normalize = Normalize(spec.normalization)
         self.roi = RoIFeatureExtractor(

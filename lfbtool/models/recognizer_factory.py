@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import Tensor
 
+from lfbtool.choices import did_you_mean
 from lfbtool.errors import LfbError
 from lfbtool.models.checkpoint import load_strict, read_checkpoint
 from lfbtool.models.factory import create_backbone
@@ -97,7 +98,8 @@ def _create(name: str, num_classes: int) -> BaseRecognizer:
         model = tvm.get_model(tv_name, weights=None, num_classes=num_classes)
         return TSN2D(model, num_classes, normalization=norm, defaults=TestDefaults(1, 1, TSN_SEGMENTS, short, crop),
                      name=name)
-    raise LfbError(f"unknown backbone {name!r}; known: {', '.join(known_recognizers())}")
+    known = known_recognizers()
+    raise LfbError(f"unknown backbone {name!r}{did_you_mean(name, known)} (known: {', '.join(known)})")
 
 
 def build_recognizer(

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from importlib import import_module
 from typing import TYPE_CHECKING, TypeVar
 
+from lfbtool.choices import did_you_mean
 from lfbtool.errors import LfbError
 from lfbtool.models.specs import (
     AVA_4X16,
@@ -64,7 +65,8 @@ def list_backbones() -> list[BackboneSpec]:
 def backbone_spec(name: str) -> BackboneSpec:
     """The spec of ``name`` without building the model; unknown name -> LfbError."""
     if name not in _SPECS:
-        raise LfbError(f"unknown backbone {name!r}; known backbones: {', '.join(sorted(_SPECS))}")
+        raise LfbError(f"unknown backbone {name!r}{did_you_mean(name, _SPECS)} (known backbones: "
+                       f"{', '.join(sorted(_SPECS))})")
     return _SPECS[name]
 
 

@@ -6,7 +6,7 @@ load unchanged: every conv sits in a ``ConvModule``-like block with children ``c
 SlowOnly is ``ResNet3dSlowOnly(conv1_kernel=(1, 7, 7), conv1_stride_t=1, pool1_stride_t=1,
 inflate=(0, 0, 1, 1), spatial_strides=(1, 2, 2, 1))`` (the AVA detectors' strides, output stride 16);
 the SlowFast pathways (``slowfast.py``) are the same trunk with other widths, kernels and laterals.
-Written in the style of torchvision's ``models/video/resnet.py``: plain modules, explicit builders.
+Written in the style of torchvision's ``torchvision/models/video/resnet.py``: plain modules, explicit builders.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lfbtool.errors import LfbError
+from lfbtool.errors import SettingError
 from lfbtool.models.conv_module import ConvBN3d
 from lfbtool.models.registry import register_backbone
 from lfbtool.models.resnet3d import Bottleneck3d, ResNet3d, init_weights
@@ -69,9 +69,9 @@ class ResNet3dSlowFast(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         frames = x.shape[2]
         if frames < self.resample_rate or frames % self.resample_rate:
-            raise LfbError(
-                f"SlowFast (resample_rate {self.resample_rate}) needs clips whose length is a multiple of "
-                f"{self.resample_rate}, got {frames} frames; change --clip-len"
+            raise SettingError(
+                "clip_len", f"must be a multiple of {self.resample_rate}, got {frames} frames (SlowFast's "
+                f"resample_rate is {self.resample_rate})"
             )
         slow = F.interpolate(x, mode="nearest", scale_factor=(1.0 / self.resample_rate, 1.0, 1.0))
         slow = self.slow_path.maxpool(self.slow_path.conv1(slow))

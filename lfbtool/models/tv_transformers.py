@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torchvision.models import video as tv_video
 from torchvision.models.video.swin_transformer import SwinTransformer3d
 
-from lfbtool.errors import LfbError
+from lfbtool.errors import SettingError
 from lfbtool.models.registry import register_backbone
 from lfbtool.models.specs import (
     MVIT_V2_S_SPEC,
@@ -90,9 +90,9 @@ class MViTTrunk(nn.Module):
             strides = self.conv_proj.stride
             want = "x".join(str(size * stride) for size, stride in zip(built, strides, strict=True))
             got = "x".join(str(size * stride) for size, stride in zip(thw, strides, strict=True))
-            raise LfbError(f"{self.name} has an absolute position table for {want} clips (frames x height x "
-                           f"width), got about {got}: use --clip-len {built[0] * strides[0]} and a "
-                           f"{built[1] * strides[1]} crop")
+            raise SettingError("clip_len", f"{self.name} has an absolute position table for {want} clips (frames x "
+                               f"height x width), got about {got}: use {{0}} {built[0] * strides[0]} and a "
+                               f"{built[1] * strides[1]} crop")
 
     def _through_grid(self, x: Tensor, thw: tuple[int, int, int]) -> Tensor:
         """Pass the patch tokens through ``grid`` as ``[N, C, T', H', W']`` and back (values unchanged)."""

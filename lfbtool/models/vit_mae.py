@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lfbtool.errors import LfbError
+from lfbtool.errors import LfbError, SettingError
 from lfbtool.models.registry import register_backbone
 from lfbtool.models.specs import VIT_B_VIDEOMAE_SPEC, VIT_L_VIDEOMAE_SPEC, VIT_S_VIDEOMAE_SPEC, BackboneSpec
 
@@ -154,9 +154,9 @@ class VisionTransformer(nn.Module):
         """``x`` normalized float ``[N, 3, num_frames, H, W]`` (H, W >= 16)."""
         n, _, frames, height, width = x.shape
         if frames != self.num_frames:
-            raise LfbError(f"{self.name} takes clips of exactly {self.num_frames} frames (its position table has "
-                           f"{self.num_frames // TUBELET} steps of {TUBELET} frames), got {frames}: use "
-                           f"--clip-len {self.num_frames}")
+            raise SettingError("clip_len", f"{self.name} takes clips of exactly {self.num_frames} frames (its position "
+                               f"table has {self.num_frames // TUBELET} steps of {TUBELET} frames), got {frames}: "
+                               f"use {{0}} {self.num_frames}")
         if height < PATCH or width < PATCH:
             raise LfbError(f"{self.name} needs frames of at least {PATCH}x{PATCH} pixels, got {height}x{width}")
         h, w = height // PATCH, width // PATCH

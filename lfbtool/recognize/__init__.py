@@ -14,9 +14,9 @@ from lfbtool import _lazy_names
 if TYPE_CHECKING:
     from lfbtool.recognize.embeddings import Embeddings, read_embeddings
     from lfbtool.recognize.gradcam import compute_gradcam, gradcam
-    from lfbtool.recognize.inputs import expand_inputs
     from lfbtool.recognize.job import RecognizeJob, RunSummary, run_recognize, run_settings
     from lfbtool.recognize.labels import KINETICS400, load_labels, top_k
+    from lfbtool.recognize.lists import InputList, expand_inputs, read_annotations
     from lfbtool.recognize.scoring import (
         RecognizeOptions,
         TestSettings,
@@ -26,14 +26,15 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
-    "KINETICS400", "Embeddings", "RecognizeJob", "RecognizeOptions", "RunSummary", "TestSettings", "VideoResult",
-    "compute_gradcam", "expand_inputs", "gradcam", "load_labels", "read_embeddings", "recognize", "resolve_settings",
+    "KINETICS400", "Embeddings", "InputList", "RecognizeJob", "RecognizeOptions", "RunSummary", "TestSettings", "VideoResult",
+    "compute_gradcam", "expand_inputs", "gradcam", "load_labels", "read_annotations", "read_embeddings", "recognize",
+    "resolve_settings",
     "run_recognize", "run_settings", "top_k",
 ]
 __getattr__ = _lazy_names("lfbtool.recognize", {
     "embeddings": ("Embeddings", "read_embeddings"),
     "gradcam": ("compute_gradcam", "gradcam"),
-    "inputs": ("expand_inputs",),
+    "lists": ("InputList", "expand_inputs", "read_annotations"),
     "job": ("RecognizeJob", "RunSummary", "run_recognize", "run_settings"),
     "labels": ("KINETICS400", "load_labels", "top_k"),
     "scoring": ("RecognizeOptions", "TestSettings", "VideoResult", "recognize", "resolve_settings"),

@@ -10,7 +10,7 @@ reads the same tensor as ``T`` single-frame segments (every view of the first cr
 activation is one time slice, and ``T`` is the number of segments (as MMAction2 does for
 ``Recognizer2D``).
 
-The module is ``grad_cam`` so that ``lfbtool.gradcam`` can be the function.
+``lfbtool.gradcam`` (the root's public name) is this module's :func:`gradcam` function, not the module.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Grad-CAM pictures: the heat map blended over the clip's frames, as a PNG sheet and an animated GIF.
+"""Grad-CAM pictures: the heat map blended over the chosen views' frames, as a PNG sheet (the input's
+name, top-1 label and score, per view its clip times, a colour bar) and an animated GIF.
 
 PIL only (it comes with torchvision); the colormap is a built-in "jet" (blue -> cyan -> yellow -> red),
 so no matplotlib is needed.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +17,55 @@ from PIL import Image, ImageDraw
 
 from lfbtool._io.atomic import atomic_write, make_directory
 
-__all__ = ["ALPHA", "jet", "overlay", "write_gradcam_files"]
+__all__ = ["ALPHA", "Panel", "SheetLayout", "colour_bar", "jet", "overlay", "render_sheet", "sheet_layout",
+           "write_gradcam_files"]
 
 #: Weight of the heat map in the blend.
 ALPHA = 0.5
-_CAPTION = 16  # pixels of the caption strip above the sheet
-_COLUMNS = 8
+LINE = 12  # pixels per text line (PIL's default bitmap font is 11 high)
+HEADER_LINES = 3  # input name; top-1 label and score; the map's class and layer
+COLUMNS = 8  # frames per row of a view's band
+MIN_WIDTH = 320  # room for the header and caption text beside small clips
+BAR_HEIGHT = 10
+MARGIN = 4
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One explained view: uint8 clip ``[3, T, H, W]``, its map ``[T, H, W]`` in 0..1, a caption
+    (which view, clip times, its score)."""
+
+    clip: np.ndarray
+    heat: np.ndarray
+    caption: str
+
+
+@dataclass(frozen=True)
+class SheetLayout:
+    """Where everything lies on the sheet: per panel the top-left corner of each frame tile, and the
+    colour bar's box ``(x0, y0, x1, y1)`` (exclusive ends); 0 at ``x0``, 1 at ``x1 - 1``."""
+
+    width: int
+    height: int
+    captions: list[int]  # y of each panel's caption line
+    tiles: list[list[tuple[int, int]]]
+    bar: tuple[int, int, int, int]
+
+
+def sheet_layout(frames: list[int], height: int, width: int) -> SheetLayout:
+    """The sheet of panels with ``frames[i]`` frames of ``height x width`` each: header, then per panel
+    a caption line over its frames in rows of up to :data:`COLUMNS`, then the colour bar and its labels."""
+    cols = min(max(frames), COLUMNS)
+    sheet_width = max(cols * width, MIN_WIDTH)
+    y = HEADER_LINES * LINE + MARGIN
+    captions, tiles = [], []
+    for count in frames:
+        captions.append(y)
+        y += LINE
+        tiles.append([((i % COLUMNS) * width, y + (i // COLUMNS) * height) for i in range(count)])
+        y += -(-count // COLUMNS) * height + MARGIN
+    bar = (MARGIN, y, sheet_width - MARGIN, y + BAR_HEIGHT)
+    return SheetLayout(sheet_width, y + BAR_HEIGHT + LINE + MARGIN, captions, tiles, bar)
 
 
 def jet(values: np.ndarray) -> np.ndarray:
@@ -32,43 +77,61 @@ def jet(values: np.ndarray) -> np.ndarray:
     return np.round(np.concatenate([r, g, b], axis=-1) * 255).astype(np.uint8)
 
 
+def colour_bar(width: int, height: int = BAR_HEIGHT) -> np.ndarray:
+    """uint8 ``[height, width, 3]``: jet from 0 (left column) to 1 (right column)."""
+    return np.repeat(jet(np.linspace(0.0, 1.0, width))[None], height, axis=0)
+
+
 def overlay(frames: np.ndarray, heat: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
     """uint8 frames ``[T, H, W, 3]`` and a map ``[T, H, W]`` in 0..1 -> blended uint8 ``[T, H, W, 3]``."""
     mixed = (1 - alpha) * frames.astype(np.float32) + alpha * jet(heat).astype(np.float32)
     return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
 
 
-def _sheet(blended: np.ndarray, caption: str) -> Image.Image:
-    t, h, w, _ = blended.shape
-    cols = min(t, _COLUMNS)
-    rows = -(-t // cols)
-    sheet = Image.new("RGB", (cols * w, rows * h + _CAPTION), "black")
-    for i, frame in enumerate(blended):
-        sheet.paste(Image.fromarray(frame), ((i % cols) * w, _CAPTION + (i // cols) * h))
-    ImageDraw.Draw(sheet).text((2, 2), caption, fill="white")
+def blended(panel: Panel) -> np.ndarray:
+    """The panel's frames ``[T, H, W, 3]`` with its map blended over them."""
+    return overlay(np.ascontiguousarray(panel.clip.transpose(1, 2, 3, 0)), panel.heat)
+
+
+def render_sheet(panels: list[Panel], header: list[str]) -> Image.Image:
+    """The PNG sheet: ``header`` lines, each panel's caption and blended frames, the colour bar."""
+    _, _, h, w = panels[0].clip.shape
+    layout = sheet_layout([int(p.clip.shape[1]) for p in panels], h, w)
+    sheet = Image.new("RGB", (layout.width, layout.height), "black")
+    draw = ImageDraw.Draw(sheet)
+    for line, text in enumerate(header[:HEADER_LINES]):
+        draw.text((2, line * LINE), text, fill="white")
+    for panel, y, tiles in zip(panels, layout.captions, layout.tiles, strict=True):
+        draw.text((2, y), panel.caption, fill="white")
+        for frame, corner in zip(blended(panel), tiles, strict=True):
+            sheet.paste(Image.fromarray(frame), corner)
+    x0, y0, x1, y1 = layout.bar
+    sheet.paste(Image.fromarray(colour_bar(x1 - x0, y1 - y0)), (x0, y0))
+    draw.text((x0, y1), "0", fill="white")
+    draw.text((x1 - 6, y1), "1", fill="white")
+    draw.text(((x0 + x1) // 2 - 40, y1), "Grad-CAM (0..1)", fill="white")
     return sheet
 
 
 def write_gradcam_files(
-    directory: str | os.PathLike[str], name: str, clip: np.ndarray, heat: np.ndarray, caption: str
+    directory: str | os.PathLike[str], name: str, panels: list[Panel], header: list[str]
 ) -> list[Path]:
-    """``DIR/<name>.gradcam.png`` (frames in rows of 8 under a caption), ``.gif`` (one frame per clip
-    frame, the clip's size, 10 frames/s, looping) and ``.npy`` (the map, float32 ``[T, H, W]``).
+    """``DIR/<name>.gradcam.png`` (:func:`render_sheet`), ``.gif`` (the first panel's blended frames,
+    the clip's size, 10 frames/s, looping) and ``.npy`` (the maps, float32 ``[views, T, H, W]``).
 
-    ``clip``: uint8 ``[3, T, H, W]`` (the view the map explains); each file is written atomically.
+    Each file is written atomically.
     """
     directory = make_directory(Path(directory))
-    blended = overlay(np.ascontiguousarray(clip.transpose(1, 2, 3, 0)), heat)
-    images = [Image.fromarray(frame) for frame in blended]
+    images = [Image.fromarray(frame) for frame in blended(panels[0])]
 
     def png(handle: io.BufferedWriter) -> None:
-        _sheet(blended, caption).save(handle, format="PNG")
+        render_sheet(panels, header).save(handle, format="PNG")
 
     def gif(handle: io.BufferedWriter) -> None:
         images[0].save(handle, format="GIF", save_all=True, append_images=images[1:], duration=100, loop=0)
 
     def npy(handle: io.BufferedWriter) -> None:
-        np.save(handle, heat.astype(np.float32))
+        np.save(handle, np.stack([p.heat for p in panels]).astype(np.float32))
 
     return [
         atomic_write(directory / f"{name}.gradcam.png", png),

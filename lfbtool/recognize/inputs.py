@@ -1,13 +1,12 @@
-"""The recognizer's inputs: ``@list.txt`` expansion, opening a video file or frame directory, and
+"""The recognizer's inputs: opening a video file or frame directory, and
 decoding one input's test views (MMAction2 ``SampleFrames`` test mode, short-side resize, crops).
 
-Split from :mod:`lfbtool.recognize.scoring`, which scores what these functions decode.
+Split from :mod:`lfbtool.recognize.scoring`, which scores what these functions decode; the lists of
+inputs (``@list.txt``, MMAction2 annotation files) are :mod:`lfbtool.recognize.lists`.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,7 @@ from lfbtool.data.frames import ClipSource, FrameDirectory, VideoFile
 from lfbtool.data.preprocess import resize_clip, resized_shape
 from lfbtool.data.views import ClipPlan, cut_crops, plan_clips, windows_for
 from lfbtool.errors import LfbError
+from lfbtool.recognize.lists import expand_inputs
 
 if TYPE_CHECKING:
     from lfbtool.recognize.scoring import TestSettings
@@ -25,40 +25,30 @@ if TYPE_CHECKING:
 __all__ = ["decode_clips", "expand_inputs", "open_input", "plan_for", "video_views"]
 
 
-def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Paths as given, with ``@list.txt`` replaced by its lines (blank lines and ``#`` comments skipped;
-    relative paths are relative to the current directory, as in the shell)."""
-    paths: list[Path] = []
-    for item in inputs:
-        text = str(item)
-        if not text.startswith("@"):
-            paths.append(Path(text))
-            continue
-        listing = Path(text[1:])
-        try:
-            lines = listing.read_text(encoding="utf-8").splitlines()
-        except OSError as error:
-            raise LfbError(f"{listing}: cannot read input list ({error.strerror or error})") from error
-        paths.extend(
-            Path(line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")
-        )
-    if not paths:
-        raise LfbError("no inputs: give video files, frame directories or @list.txt")
-    return paths
-
-
-def open_input(path: Path, settings: TestSettings) -> ClipSource:
-    """A frame directory when ``path`` is a directory, else a video file."""
+def open_input(path: Path, settings: TestSettings, listed_frames: int | None = None) -> ClipSource:
+    """A frame directory when ``path`` is a directory, else a video file. ``listed_frames`` (a rawframes
+    annotation list's count) makes ``path`` a frame directory by definition."""
     if path.is_dir():
         return FrameDirectory(path, template=settings.template, start_index=settings.start_index)
+    if listed_frames is not None:
+        raise LfbError(f"{path}: no such frame directory")
     if not path.exists():
         raise LfbError(f"{path}: no such video file or frame directory")
     return VideoFile(path, start_index=settings.start_index)
 
 
-def plan_for(source: ClipSource, settings: TestSettings) -> ClipPlan:
-    """The input's test clips; a too-short input is an error when looping is off."""
+def plan_for(source: ClipSource, settings: TestSettings, listed_frames: int | None = None) -> ClipPlan:
+    """The input's test clips; a too-short input is an error when looping is off.
+
+    ``listed_frames``: the frame count a rawframes annotation list gives, which MMAction2's
+    ``SampleFrames`` samples from instead of counting; a directory holding fewer frames is refused.
+    """
     total = source.count_frames()
+    if listed_frames is not None:
+        if total < listed_frames:
+            raise LfbError(f"{source.path}: the annotation list gives {listed_frames} frames but the directory "
+                           f"holds {total} matching {settings.template}")
+        total = listed_frames
     if total < 1:
         raise LfbError(f"{source.path}: no frames (frame directories must match {settings.template})")
     plan = plan_clips(

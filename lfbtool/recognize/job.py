@@ -33,7 +33,10 @@ from lfbtool.recognize._records import (
     write_results,
 )
 from lfbtool.recognize.embeddings import read_embeddings, write_embeddings
-from lfbtool.recognize.scoring import TestSettings, VideoResult, expand_inputs, recognize, top_k
+from lfbtool.recognize.lists import InputList, input_list
+from lfbtool.recognize.metrics import accuracy
+from lfbtool.recognize.progress import RankProgress
+from lfbtool.recognize.scoring import TestSettings, score_paths
 from lfbtool.runs.parts import Finished, PartWriter, RunParts, parts_directory_beside
 from lfbtool.runs.scaffold import on_main, run_in_parts
 from lfbtool.runs.settings import fingerprint
@@ -53,11 +56,13 @@ class RecognizeJob:
     gradcam_dir: Path | None = None
     gradcam_layer: str | None = None
     gradcam_class: int | None = None
+    gradcam_clips: str = "top"  # top | all | view indices "0,3" (lfbtool.recognize.gradcam_views)
     resume: bool = False
     overwrite: bool = False
     keep_going: bool = True
     top_k: int = 5
     segment_size: int = 1  # inputs per part: each scored input is on disk as soon as it is done
+    progress: bool = False  # a progress bar on rank 0 (the CLI: at a terminal)
 
 
 @dataclass
@@ -65,6 +70,11 @@ class RunSummary:
     records: list[Record]  # every input's record, in input order
     skipped: int = 0  # recorded by an earlier run (--resume)
     failures: list[Record] = field(default_factory=list)
+    metrics: dict[str, Any] | None = None  # acc/top1, acc/top5, acc/mean1 when the inputs carry labels
+
+    def __post_init__(self) -> None:
+        if self.metrics is None:
+            self.metrics = accuracy(self.records)
 
 
 def run_settings(
@@ -105,23 +115,8 @@ def run_settings(
         "gradcam_layer": (job.gradcam_layer or default_layer_name(recognizer)).replace("/", ".")
         if job.gradcam_dir is not None else None,
         "gradcam_class": job.gradcam_class,
+        "gradcam_clips": job.gradcam_clips if job.gradcam_dir is not None else None,
     }
-
-
-def _write_gradcam(recognizer: BaseRecognizer, result: VideoResult, job: RecognizeJob, settings: Mapping[str, Any],
-                   names: Sequence[str] | None) -> dict[str, Any]:
-    from lfbtool.recognize.gradcam import compute_gradcam
-    from lfbtool.recognize.gradcam_render import write_gradcam_files
-
-    views = result.gradcam_views
-    assert views is not None and result.scores is not None and job.gradcam_dir is not None
-    clip = views[:, :, 0].transpose(0, 1) if recognizer.is_2d else views[0]  # [3, T, H, W]
-    target = job.gradcam_class if job.gradcam_class is not None else top_k(result.scores, 1)[0][0]
-    cam = compute_gradcam(recognizer, clip, target_class=target, layer=settings["gradcam_layer"])
-    label = names[cam.target_class] if names is not None else f"class {cam.target_class}"
-    files = write_gradcam_files(job.gradcam_dir, Path(result.input).name, clip.numpy(), cam.map.numpy(),
-                                f"{label} ({cam.layer})")
-    return {"class": cam.target_class, "layer": cam.layer, "files": [str(f) for f in files]}
 
 
 def _outputs(job: RecognizeJob) -> tuple[Path, Finished] | None:
@@ -136,7 +131,7 @@ def _outputs(job: RecognizeJob) -> tuple[Path, Finished] | None:
 
 
 def run_recognize(
-    inputs: Sequence[str | os.PathLike[str]],
+    inputs: Sequence[str | os.PathLike[str]] | InputList,
     recognizer: BaseRecognizer,
     settings: TestSettings,
     job: RecognizeJob,
@@ -151,16 +146,24 @@ def run_recognize(
 ) -> RunSummary:
     """Score every input, write the records (``job.out``), embeddings and Grad-CAM files; return all records.
 
-    ``run_info``: :func:`run_settings`'s dict; with the digest of the input list it is what the records
-    carry and what ``--resume`` compares. The inputs are split over the ranks and written in parts by
-    the run scaffold (:mod:`lfbtool.runs.scaffold`); rank 0 writes the files in input order at the end.
+    ``inputs``: paths and ``@list.txt`` (expanded once, here), or an :class:`InputList` taken as it is
+    (the CLI's, or an MMAction2 annotation list from :func:`lfbtool.recognize.lists.read_annotations`,
+    whose labels go into the records as ``label`` and into the summary's accuracy). ``run_info``:
+    :func:`run_settings`'s dict; with the digest of the input list it is what the records carry and
+    what ``--resume`` compares. The inputs are split over the ranks and written in parts by the run
+    scaffold (:mod:`lfbtool.runs.scaffold`); rank 0 writes the files in input order at the end.
     ``on_record`` is called on rank 0 for each new record in input order (as they come in one process,
     after every rank is done under torchrun); ``on_failure`` on the rank where an input failed. Every
     rank returns the same summary.
     """
     ctx = ctx or DistContext()
-    paths = expand_inputs(inputs)
+    given = input_list(inputs)
+    paths, listed, labels = given.paths, given.total_frames, given.labels
     texts = [str(p) for p in paths]
+    given.check_labels(recognizer.num_classes)
+    # what --resume compares: the inputs, and with an annotation list their frame counts and labels
+    digested = texts if given.source is None else [
+        f"{p}\t{n}\t{label}" for p, n, label in zip(texts, listed, labels or [None] * len(texts), strict=True)]
     if job.gradcam_dir is not None:
         seen: dict[str, str] = {}
         for text in texts:
@@ -172,28 +175,37 @@ def run_recognize(
         raise LfbError("pass either --resume or --overwrite, not both")
     if job.resume and job.out is None:
         raise LfbError("--resume needs --out FILE: the records of the run to continue")
-    info = {**run_info, "inputs_sha256": inputs_digest(texts)}
+    info = {**run_info, "inputs_sha256": inputs_digest(digested)}
+    if job.gradcam_dir is not None:
+        from lfbtool.recognize.gradcam_views import parse_gradcam_clips, write_gradcam
+
+        parse_gradcam_clips(job.gradcam_clips, settings, recognizer.is_2d)  # refused before any work
 
     def score(mine: list[int], keep: Callable[[int, Record, np.ndarray | None], None]) -> None:
+        progress = RankProgress(ctx, len(mine), enabled=job.progress)  # every rank: it gathers the shares
         if not mine:
             return
-        for result in recognize([paths[i] for i in mine], recognizer, settings, device=device, on_notice=on_notice,
-                                keep_going=job.keep_going, embeddings=job.features is not None,
-                                gradcam_views=job.gradcam_dir is not None):
-            index = mine[result.index]
-            extra: dict[str, Any] = {}
-            embedding = None
-            if result.error is None:
-                if job.features is not None and result.embeddings is not None:
-                    embedding = result.embeddings.numpy()
-                if job.gradcam_dir is not None:
-                    extra["gradcam"] = _write_gradcam(recognizer, result, job, info, names)
-            record = {**result_record(result, index, names, job.top_k, info), **extra}
-            keep(index, record, embedding)
-            if record.get("error") is not None and on_failure is not None:
-                on_failure(record)
-            if ctx.world_size == 1 and on_record is not None:
-                on_record(record)
+        with progress:
+            for result in score_paths([paths[i] for i in mine], recognizer, settings, device=device,
+                                      on_notice=on_notice, keep_going=job.keep_going,
+                                      embeddings=job.features is not None, keep_views=job.gradcam_dir is not None,
+                                      listed_frames=[listed[i] for i in mine]):
+                index = mine[result.index]
+                extra: dict[str, Any] = {} if labels is None else {"label": labels[index]}
+                embedding = None
+                if result.error is None:
+                    if job.features is not None and result.embeddings is not None:
+                        embedding = result.embeddings.numpy()
+                    if job.gradcam_dir is not None:
+                        extra["gradcam"] = write_gradcam(recognizer, result, job, settings, info, names,
+                                                         listed[index])
+                record = {**result_record(result, index, names, job.top_k, info), **extra}
+                keep(index, record, embedding)
+                if record.get("error") is not None and on_failure is not None:
+                    on_failure(record)
+                if ctx.world_size == 1 and on_record is not None:
+                    on_record(record)
+                progress.advance()
 
     outputs = _outputs(job)
     if outputs is None:  # nothing to write, nothing to resume: score this rank's share, gather

@@ -8,6 +8,7 @@ from pathlib import Path
 from torch import Tensor
 
 from lfbtool.errors import LfbError
+from lfbtool.recognize.lists import read_text_lines
 
 KINETICS400 = "kinetics400"
 
@@ -25,10 +26,7 @@ def load_labels(
         names = list(R3D_18_Weights.KINETICS400_V1.meta["categories"])
         source = "the kinetics400 label set"
     else:
-        try:
-            names = Path(labels).read_text(encoding="utf-8").splitlines()
-        except OSError as error:
-            raise LfbError(f"{labels}: cannot read labels file ({error.strerror or error})") from error
+        names = read_text_lines(Path(labels), "labels file")  # a byte order mark at the start dropped
         while names and not names[-1].strip():
             names.pop()
         names = [name.strip() for name in names]

@@ -39,7 +39,7 @@ DEFAULT_MEMORY_BUDGET = 1 << 30
 
 __all__ = [
     "KINETICS400", "RecognizeOptions", "TestSettings", "VideoResult", "expand_inputs", "load_labels", "open_input",
-    "recognize", "resolve_settings", "top_k", "video_views",
+    "recognize", "resolve_settings", "score_paths", "top_k", "video_views",
 ]
 
 @dataclass(frozen=True)
@@ -102,9 +102,9 @@ class VideoResult:
 
     ``scores``: ``[C]`` averaged, or ``[views, C]`` per view when average_clips is none.
     ``embeddings`` (when asked for): the classifier's input, ``[D]`` (plain mean over views for score
-    and prob) or ``[views, D]``. ``gradcam_views``: the raw views Grad-CAM reads (the first view; for 2D
-    models every segment of the first crop), kept only when asked for. ``error``: why the input failed
-    (then scores is None).
+    and prob) or ``[views, D]``. ``view_scores`` (per-view logits ``[views, C]``, crop-major) and
+    ``plan`` (the clips' frame numbers), kept when asked for: Grad-CAM picks its views from them and
+    decodes those again. ``error``: why the input failed (then scores is None).
     """
 
     input: str
@@ -115,7 +115,8 @@ class VideoResult:
     notice: str | None
     index: int = 0
     embeddings: Tensor | None = None
-    gradcam_views: Tensor | None = None
+    view_scores: Tensor | None = None
+    plan: ClipPlan | None = None
     error: str | None = None
 
 
@@ -168,25 +169,27 @@ def resolve_settings(recognizer: BaseRecognizer, options: RecognizeOptions) -> T
 @dataclass
 class _Prepared:
     path: Path
+    listed: int | None = None  # a rawframes annotation list's frame count
     plan: ClipPlan | None = None
     views: Tensor | None = None  # None with a plan: over the memory budget, decoded in groups when scored
     error: str | None = None
 
 
-def _prepare(path: Path, settings: TestSettings, keep_going: bool = False) -> _Prepared:
+def _prepare(path: Path, settings: TestSettings, keep_going: bool = False, listed: int | None = None) -> _Prepared:
     try:
-        source = open_input(path, settings)
+        source = open_input(path, settings, listed)
         try:
-            plan = plan_for(source, settings)
+            plan = plan_for(source, settings, listed)
             if settings.clips_per_group < plan.num_clips:
-                return _Prepared(path, plan)
-            return _Prepared(path, plan, decode_clips(source, plan, settings, range(plan.num_clips)).flatten(0, 1))
+                return _Prepared(path, listed, plan)
+            return _Prepared(path, listed, plan,
+                             decode_clips(source, plan, settings, range(plan.num_clips)).flatten(0, 1))
         finally:
             close_source(source)
     except LfbError as error:
         if not keep_going:
             raise
-        return _Prepared(path, error=str(error))
+        return _Prepared(path, listed, error=str(error))
 
 
 def _forward(
@@ -199,20 +202,15 @@ def _forward(
     return recognizer.view_scores(views, settings.max_testing_views).float().cpu(), None
 
 
-def _gradcam_count(recognizer: BaseRecognizer, settings: TestSettings) -> int:
-    """Views Grad-CAM reads: the first view; for 2D models every segment of the first crop."""
-    return settings.num_clips if recognizer.is_2d else 1
-
-
 def _grouped(
-    recognizer: BaseRecognizer, item: _Prepared, settings: TestSettings, embeddings: bool, gradcam: bool
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    recognizer: BaseRecognizer, item: _Prepared, settings: TestSettings, embeddings: bool
+) -> tuple[Tensor, Tensor | None]:
     """Per-view scores of an input over the memory budget: clips decoded and scored group by group,
     reassembled in crop-major view order."""
     assert item.plan is not None
     plan, step = item.plan, settings.clips_per_group
-    scores, pooled, first_crop = [], [], []
-    source = open_input(item.path, settings)
+    scores, pooled = [], []
+    source = open_input(item.path, settings, item.listed)
     try:
         for start in range(0, plan.num_clips, step):
             crops = decode_clips(source, plan, settings, range(start, min(start + step, plan.num_clips)))
@@ -220,16 +218,9 @@ def _grouped(
             scores.append(s.view(crops.shape[0], crops.shape[1], -1))
             if e is not None:
                 pooled.append(e.view(crops.shape[0], crops.shape[1], -1))
-            if gradcam:
-                first_crop.append(crops[0])
     finally:
         close_source(source)
-    views = torch.cat(first_crop)[: _gradcam_count(recognizer, settings)] if gradcam else None
-    return (
-        torch.cat(scores, dim=1).flatten(0, 1),
-        torch.cat(pooled, dim=1).flatten(0, 1) if embeddings else None,
-        views,
-    )
+    return torch.cat(scores, dim=1).flatten(0, 1), torch.cat(pooled, dim=1).flatten(0, 1) if embeddings else None
 
 
 def reduce_views(per_view: Tensor, mode: AverageClips) -> Tensor:
@@ -254,21 +245,20 @@ def score_views(
 
 @torch.no_grad()
 def _score_group(
-    recognizer: BaseRecognizer, group: list[_Prepared], settings: TestSettings, embeddings: bool, gradcam: bool
-) -> list[tuple[Tensor, Tensor | None, Tensor | None]]:
-    """Per input of ``group`` (all prepared without error): per-view scores, embeddings, Grad-CAM views."""
+    recognizer: BaseRecognizer, group: list[_Prepared], settings: TestSettings, embeddings: bool
+) -> list[tuple[Tensor, Tensor | None]]:
+    """Per input of ``group`` (all prepared without error): per-view scores and embeddings."""
     whole = [item for item in group if item.views is not None]
-    outputs: dict[int, tuple[Tensor, Tensor | None, Tensor | None]] = {}
+    outputs: dict[int, tuple[Tensor, Tensor | None]] = {}
     if whole:
         counts = [int(item.views.shape[0]) for item in whole]  # type: ignore[union-attr]
         scores, pooled = _forward(recognizer, torch.cat([item.views for item in whole]), settings, embeddings)
         pooled_parts = pooled.split(counts) if pooled is not None else [None] * len(whole)
         for item, s, e in zip(whole, scores.split(counts), pooled_parts, strict=True):
-            views = item.views[: _gradcam_count(recognizer, settings)] if gradcam else None  # type: ignore[index]
-            outputs[id(item)] = (s, e, views)
+            outputs[id(item)] = (s, e)
     for item in group:
         if item.views is None:
-            outputs[id(item)] = _grouped(recognizer, item, settings, embeddings, gradcam)
+            outputs[id(item)] = _grouped(recognizer, item, settings, embeddings)
     return [outputs[id(item)] for item in group]
 
 
@@ -281,16 +271,34 @@ def recognize(
     on_notice: Callable[[str], None] | None = None,
     keep_going: bool = False,
     embeddings: bool = False,
-    gradcam_views: bool = False,
+    keep_views: bool = False,
 ) -> Iterator[VideoResult]:
-    """Yield one :class:`VideoResult` per input, in input order.
+    """Yield one :class:`VideoResult` per input, in input order (``@list.txt`` expanded here).
 
     ``on_notice`` receives one-line notices (a video shorter than one clip loops its frames).
     ``keep_going``: a bad input yields a result with ``error`` instead of raising. ``embeddings``:
-    also return the clip embeddings (one forward gives both). ``gradcam_views``: keep the raw views
-    Grad-CAM reads (see :func:`lfbtool.gradcam.gradcam`).
+    also return the clip embeddings (one forward gives both). ``keep_views``: also return the per-view
+    scores and the clip plan (what Grad-CAM chooses its views from).
     """
-    paths = expand_inputs(inputs)
+    return score_paths(expand_inputs(inputs), recognizer, settings, device=device, on_notice=on_notice,
+                       keep_going=keep_going, embeddings=embeddings, keep_views=keep_views)
+
+
+def score_paths(
+    paths: Sequence[Path],
+    recognizer: BaseRecognizer,
+    settings: TestSettings,
+    *,
+    device: torch.device | str = "cpu",
+    on_notice: Callable[[str], None] | None = None,
+    keep_going: bool = False,
+    embeddings: bool = False,
+    keep_views: bool = False,
+    listed_frames: Sequence[int | None] | None = None,
+) -> Iterator[VideoResult]:
+    """:func:`recognize` over paths already expanded (never expanded again); ``listed_frames``: per path
+    the frame count a rawframes annotation list gives (None: count the frames)."""
+    listed = list(listed_frames) if listed_frames is not None else [None] * len(paths)
     device = torch.device(device)
     recognizer.eval().to(device).set_precision(check_precision(settings.precision, device))
     lookahead = settings.batch_videos + 1
@@ -303,7 +311,7 @@ def recognize(
                 item = next(queue, None)
                 if item is None:
                     return
-                pending.append((item[0], pool.submit(_prepare, item[1], settings, keep_going)))
+                pending.append((item[0], pool.submit(_prepare, item[1], settings, keep_going, listed[item[0]])))
 
         refill()
         while pending:
@@ -311,14 +319,13 @@ def recognize(
             prepared = [(index, future.result()) for index, future in group]
             refill()
             good = [item for _, item in prepared if item.error is None]
-            outputs = dict(zip(map(id, good), _score_group(recognizer, good, settings, embeddings, gradcam_views),
-                               strict=True))
+            outputs = dict(zip(map(id, good), _score_group(recognizer, good, settings, embeddings), strict=True))
             for index, item in prepared:
                 if item.error is not None:
                     yield VideoResult(str(item.path), 0, 0, None, False, None, index=index, error=item.error)
                     continue
                 assert item.plan is not None
-                per_view, pooled, views = outputs[id(item)]
+                per_view, pooled = outputs[id(item)]
                 notice = item.plan.notice(str(item.path))
                 if notice and on_notice is not None:
                     on_notice(notice)
@@ -326,5 +333,5 @@ def recognize(
                     str(item.path), item.plan.total, int(per_view.shape[0]),
                     reduce_views(per_view, settings.average_clips), item.plan.looped, notice, index=index,
                     embeddings=reduce_embeddings(pooled, settings.average_clips) if pooled is not None else None,
-                    gradcam_views=views,
+                    view_scores=per_view if keep_views else None, plan=item.plan if keep_views else None,
                 )

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lfbtool.errors import LfbError
+from lfbtool.errors import SettingError
 
 __all__ = ["MODE_RULE", "PartName", "attempt_name", "check_mode", "manifest_name", "part_name"]
 
@@ -28,12 +28,13 @@ _PART = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.+]*)-a(?P<attempt>\d{3,})-
 _RECORD = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.+]*)-a(?P<attempt>\d{3,})(?:-r(?P<rank>\d{5,}))?\.json$")
 
 
-def check_mode(mode: object, option: str = "--mode") -> str:
-    """``mode`` when it is a plain name; otherwise one LfbError naming the option and the rule."""
+def check_mode(mode: object, setting: str = "mode") -> str:
+    """``mode`` when it is a plain name; otherwise one SettingError naming the setting and the rule
+    (the CLI shows it as ``--mode ...``)."""
     if not isinstance(mode, str) or not MODE_RULE.fullmatch(mode):
-        raise LfbError(f"{option} must be a plain name of at most 64 letters, digits and _ . + (no '-'), "
-                       f"starting with a letter or digit: it names the files lfb_<mode>.h5 and <mode>-a001...; "
-                       f"got {mode!r}")
+        raise SettingError(setting, f"must be a plain name of at most 64 letters, digits and _ . + (no '-'), "
+                                    f"starting with a letter or digit: it names the files lfb_<mode>.h5 and "
+                                    f"<mode>-a001...; got {mode!r}")
     return mode
 
 

@@ -141,7 +141,7 @@ class RunParts:
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
-        check_mode(self.name, "mode")
+        check_mode(self.name)
 
     # -- names -----------------------------------------------------------------------------------
     def part_path(self, attempt: int, rank: int, seq: int) -> Path:
@@ -219,21 +219,27 @@ class RunParts:
                 return where, None
         return str(self.directory), None
 
-    def _refuse_earlier(self, settings: dict[str, Any], final: Finished | None, other_output_hint: str) -> None:
+    def _refuse_earlier(self, settings: dict[str, Any], final: Finished | None,
+                        other_output_hint: str | Callable[[list[str]], str]) -> None:
         where, existing = self._existing_settings(final)
         found = Path(where).name if final is not None and where == str(final.path) else (
             f"{len(self.parts())} finished segments in {self.directory}")
         if existing is None or not differing_settings(settings, existing):
             raise LfbError(f"{where}: holds results of an earlier {self.command} run ({found}); pass --resume to continue "
                            "it or --overwrite to start over")
-        hint = other_output_hint or "write to another output"
+        if callable(other_output_hint):  # the command's own advice, from the names of what differs
+            advice = other_output_hint(differing_settings(settings, existing))
+        else:
+            advice = f"to keep it, {other_output_hint or 'write to another output'}; pass --overwrite only to replace it"
         raise LfbError(f"{where}: holds an earlier {self.command} run with other settings "
-                       f"({describe_differences(settings, existing, then='there')}); to keep it, {hint}; "
-                       "pass --overwrite only to replace it")
+                       f"({describe_differences(settings, existing, then='there')}); {advice}")
 
     def prepare(self, settings: dict[str, Any], keys: Iterable[Key], *, world_size: int, resume: bool,
-                overwrite: bool, final: Finished | None = None, other_output_hint: str = "") -> RunPlan:
-        """Check and clean, choose the attempt number, record it; the keys already stored."""
+                overwrite: bool, final: Finished | None = None,
+                other_output_hint: str | Callable[[list[str]], str] = "") -> RunPlan:
+        """Check and clean, choose the attempt number, record it; the keys already stored.
+        ``other_output_hint``: how to keep an earlier run with other settings (a callable gets the names
+        of the differing settings and returns the whole advice)."""
         self._check_writable()
         if overwrite:
             self.remove_dead_temporaries()

@@ -72,7 +72,7 @@ def run_in_parts(
     segment_size: int,
     final: Finished | None = None,
     lock: RunLock | None = None,
-    other_output_hint: str = "",
+    other_output_hint: str | Callable[[list[str]], str] = "",
 ) -> PartsRun:
     """Do ``keys`` not yet stored, split in contiguous blocks over the ranks, then assemble on rank 0.
 

@@ -37,3 +37,9 @@ def progress_bar(label: str, enabled: bool):
         TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("[progress.data.speed]{task.fields[rate]}"),
         TimeRemainingColumn(), console=stderr, disable=not enabled, transient=False,
     )
+
+
+def some(items: list[str], shown: int = 5) -> str:
+    """The first ``shown`` items, then ``+N more``: a list in one line that never runs on for pages."""
+    head = ", ".join(items[:shown])
+    return head + (f", +{len(items) - shown} more" if len(items) > shown else "")

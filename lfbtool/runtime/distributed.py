@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from lfbtool.errors import LfbError
+from lfbtool.errors import LfbError, SettingError
 
 
 @dataclass(frozen=True)
@@ -89,10 +89,14 @@ def agree(ctx: DistContext, failure: LfbError | None, suffix: str = "") -> None:
     No rank is left waiting in a later collective for a rank that gave up, and the error reaches
     the terminal once (rank 0 prints errors marked ``all_ranks``).
     """
-    status = None if failure is None else (str(failure), failure.exit_code)
+    status = None if failure is None else (str(failure), failure.exit_code, getattr(failure, "setting", None),
+                                           getattr(failure, "message", None), getattr(failure, "also", ()))
     for rank, item in enumerate(all_gather(ctx, status)):
         if item is not None:
-            message, exit_code = item
+            message, exit_code, setting, setting_message, also = item
+            if setting is not None and not rank:  # a refused setting keeps its name (the CLI shows its flag)
+                raise SettingError(setting, f"{setting_message}{suffix}", also=also, exit_code=exit_code,
+                                   all_ranks=True)
             where = f"rank {rank}: " if rank else ""
             raise LfbError(f"{where}{message}{suffix}", exit_code=exit_code, all_ranks=True)
 
