@@ -287,19 +287,21 @@ def _opcode_starts(stream: bytes) -> list[int]:
     return [pos - 2 for _, _, pos in pickletools.genops(b"\x80\x04" + stream)][1:]
 
 
-def test_frames_between_opcodes_decode_and_inside_one_do_not(monkeypatch: pytest.MonkeyPatch) -> None:
-    data = _proposals(40)
+def test_frames_between_opcodes_decode_and_inside_one_do_not() -> None:
+    data = _proposals(3000)
     stream = _stream(pickle.dumps(data, protocol=4))
-    starts = _opcode_starts(stream)
-    rng = random.Random(0)
-    for _ in range(20):  # cuts where FRAMEs may sit: the C unpickler reads the same opcodes
-        cuts = sorted(rng.sample(starts[1:-1], 5))
+    starts = np.array(_opcode_starts(stream))
+    rng = np.random.default_rng(0)
+    for _ in range(10):  # FRAMEs of >= 50 kB ending between opcodes: the C unpickler reads the same opcodes
+        targets = range(40_000, len(stream) - 90_000, 100_000)
+        cuts = [int(rng.choice(starts[(starts >= t) & (starts < t + 50_000)])) for t in targets]
         got = decode(_framed(stream, cuts))
         assert got is not None
         _bitwise_equal(got, _expected(data))
-    inside = sorted(set(range(1, len(stream) - 1)) - set(starts))
-    for cut in rng.sample(inside, 30):  # a cut inside an opcode: the C unpickler reads other bytes
+    inside = np.setdiff1d(np.arange(40_000, len(stream) - 40_000), starts)
+    for cut in rng.choice(inside, 30, replace=False).tolist():  # a cut inside an opcode: other bytes read
         assert decode(_framed(stream, [cut])) is None
+    assert decode(_framed(stream, [int(starts[starts > 1000][0])])) is None  # a small FRAME: not pickle's
 
 
 def test_a_frame_longer_than_the_file_is_refused() -> None:

@@ -29,6 +29,9 @@ __all__ = ["MAX_ROWS", "decode"]
 #: Most boxes per key the decoder reads (one regex alternative per length); more: the generic path.
 MAX_ROWS = 1000
 _FRAME = 0x95
+#: pickle ends a FRAME at the first opcode boundary after 64 KiB; smaller ones (but the last) are not its
+#: writing, and each cut costs a Python loop over an entry's opcodes: refused, so that costs stay linear
+_MIN_FRAME = 1 << 15
 _VALUE = rb"\x94h\x04h\x07K\x00\x85\x94h\t\x87\x94R\x94\(K\x01"  # the 2nd entry on: _reconstruct(ndarray, (0,), b"b")
 _MODULES = rb"(?:\x8c\x16numpy\._core\.multiarray|\x8c\x15numpy\.core\.multiarray)"
 _FIRST_VALUE = (
@@ -87,6 +90,8 @@ def _unframed(raw: bytes) -> tuple[bytes, list[int]] | None:
         count = int.from_bytes(raw[pos + 1 : pos + 9], "little")
         start = pos + 9
         if start > size or count > size - start:  # the C unpickler: "pickle data was truncated"
+            return None
+        if count < _MIN_FRAME and start + count < size:
             return None
         parts.append(view[start : start + count])
         length += count
@@ -173,7 +178,8 @@ def decode(raw: bytes) -> dict[Key, np.ndarray] | None:
         return None  # a shape that is not the data's
     data_at += entry_at
     view = memoryview(stream)
-    datas = [first_data, *map(view.__getitem__, map(slice, data_at.tolist(), (data_at + data_sizes).tolist()))]
+    data_ends = (data_at + data_sizes).tolist()
+    datas = [first_data, *[view[start:end] for start, end in zip(data_at.tolist(), data_ends, strict=True)]]
     joined = bytearray().join(datas)  # writeable, as the arrays pickle.load gives
     boxes = np.frombuffer(joined, np.float32).reshape(-1, cols)
     outside = boxes_outside(boxes)
@@ -187,7 +193,8 @@ def decode(raw: bytes) -> dict[Key, np.ndarray] | None:
     if parsed is None:
         return None
     ends = ends.tolist()
-    out = dict(zip(parsed, map(boxes.__getitem__, map(slice, [0, *ends[:-1]], ends)), strict=True))
+    arrays = [boxes[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]  # faster than map()
+    out = dict(zip(parsed, arrays, strict=True))
     return out if len(out) == count + 1 else None  # else a duplicate ("v,902" and "v,0902")
 
 
