@@ -351,3 +351,14 @@ def test_random_dicts_decode_as_pickle_load_and_the_checks(
         assert decoded >= 80  # the decoder is used, not always left to the generic path
     else:
         assert decoded == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"\x8c" * 300_000, (b"\x8c\xfa" + b"a" * 250) * 1200, (b"u(\x8c\x05" + b"a" * 200) * 1500, b"\x94t\x94b" * 80_000],
+)
+def test_garbage_between_a_valid_first_entry_and_the_end_is_refused(body: bytes) -> None:
+    stream = _stream(pickle.dumps(_proposals(3), protocol=4))
+    first_end = stream.index(b"\x94t\x94b") + 4  # the first entry's end
+    assert decode(_framed(stream[:first_end] + body + b"\x94t\x94bu.", [])) is None
+    assert decode(_framed(stream[:first_end] + body + stream[first_end:], [])) is None
