@@ -33,7 +33,7 @@ from lfbtool._io import pickle_fast
 from lfbtool._io.pickle_bounds import BoundedUnpickler, Budget, Inert
 from lfbtool.errors import LfbError
 
-__all__ = ["load_plain", "torch_load", "RestrictedUnpickler", "Placeholder"]
+__all__ = ["load_plain", "read_bytes", "torch_load", "RestrictedUnpickler", "Placeholder"]
 
 PathOrFile = str | os.PathLike[str] | IO[bytes]
 
@@ -290,15 +290,23 @@ def _read_all(path_or_file: PathOrFile, source: str) -> bytes:
         raise LfbError(f"{source}: cannot read ({exc.strerror or exc})") from exc
 
 
-def load_plain(path_or_file: PathOrFile) -> object:
+def read_bytes(path_or_file: PathOrFile) -> bytes:
+    """The whole file, or an LfbError naming it: for a caller that looks at the bytes before
+    :func:`load_plain` (which then need not read them again)."""
+    return _read_all(path_or_file, _describe(path_or_file))
+
+
+def load_plain(path_or_file: PathOrFile, *, data: bytes | None = None) -> object:
     """Unpickle plain data (numpy arrays, builtin containers): MMAction2 proposal pkls and the like.
 
     The C unpickler behind guards (:mod:`lfbtool._io.pickle_fast`) loads what fits its profile, at about
     the speed of ``pickle.load``; anything else goes through the bounded pure-Python unpickler, which
-    refuses bombs and code with a message naming the file.
+    refuses bombs and code with a message naming the file. ``data``: the file's bytes, when the caller
+    has read them already (:func:`read_bytes`); ``path_or_file`` then only names the file.
     """
     source = _describe(path_or_file)
-    data = _read_all(path_or_file, source)
+    if data is None:
+        data = _read_all(path_or_file, source)
     try:
         return pickle_fast.load(data)
     except pickle_fast.Unsupported:

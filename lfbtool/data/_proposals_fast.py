@@ -10,7 +10,7 @@ import numpy as np
 
 from lfbtool.keys import timestamp_problem, video_id_problem
 
-__all__ = ["BOX_TOLERANCE", "proposals_at_once"]
+__all__ = ["BOX_TOLERANCE", "boxes_outside", "proposals_at_once"]
 
 Key = tuple[str, int]
 #: How far outside [0, 1] a box coordinate may lie and still count as normalized; it is then clipped to
@@ -34,7 +34,7 @@ def proposals_at_once(data: dict) -> dict[Key, np.ndarray] | None:
         boxes = np.concatenate(arrays)  # one [n, 4] or [n, 5] array: every check below is one pass over it
     except ValueError:  # [n, 4] and [n, 5] arrays in one file, or arrays of other dimensions
         return None
-    outside = _boxes_outside(boxes)
+    outside = boxes_outside(boxes)
     if outside is None:
         return None
     if dtypes != {np.dtype(np.float32)} or not all(map(attrgetter("flags.writeable"), arrays)):
@@ -58,7 +58,7 @@ def proposals_at_once(data: dict) -> dict[Key, np.ndarray] | None:
     return out
 
 
-def _boxes_outside(boxes: np.ndarray) -> np.ndarray | None:
+def boxes_outside(boxes: np.ndarray) -> np.ndarray | None:
     """Rows of ``boxes`` (all keys' boxes, one after another) with a corner within BOX_TOLERANCE outside
     [0, 1]; None when a box breaks a rule (outside by more, x2 < x1 or y2 < y1, NaN or infinite).
 

@@ -176,12 +176,18 @@ def read_proposals(path: str | Path) -> dict[Key, np.ndarray]:
 
 def _read_proposals_pkl(path: Path) -> dict[Key, np.ndarray]:
     from lfbtool._io.pickle_fast import collector_paused
-    from lfbtool._io.safe_pickle import load_plain
+    from lfbtool._io.safe_pickle import load_plain, read_bytes
+    from lfbtool.data import _proposals_decode
 
     if not path.exists():
         raise LfbError(f"{path}: no such file (proposals)")
     with collector_paused():  # the load and the checks: ~200k objects the collector would walk again and again
-        data = load_plain(path)
+        raw = read_bytes(path)
+        decoded = _proposals_decode.decode(raw)  # the usual protocol 4 layout, read without unpickling
+        if decoded is not None:
+            return decoded
+        data = load_plain(path, data=raw)  # anything else: the generic path decides, naming the key
+        del raw
         if not isinstance(data, dict):
             raise LfbError(f"{path}: expected a dict 'video_id,timestamp' -> array, got {type(data).__name__}")
         checked = proposals_at_once(data)
