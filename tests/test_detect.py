@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from lfbtool.data.ava import read_proposals
-from tests.conftest import run_lfbtool
+from tests.conftest import run_in_process, run_lfbtool
 from tests.extract_runs import CRASH_RUNNER, child_env, free_port
 
 DETECTOR = "fasterrcnn_mobilenet_v3_large_320_fpn"
@@ -225,7 +225,7 @@ def test_csv_output_round_trips_to_the_same_keyframes(own, reference, tmp_path):
         assert from_csv[key].dtype == np.float32 and np.array_equal(from_csv[key], boxes), key
 
 
-def test_crash_then_resume_equals_an_uninterrupted_run(own, reference, tmp_path):
+def test_crash_then_resume_equals_an_uninterrupted_run(own, reference, tmp_path, capsys):
     out = tmp_path / "boxes.pkl"
     crashed = subprocess.run([sys.executable, str(CRASH_RUNNER), *own.args(out)], capture_output=True, text=True,
                              timeout=300, env=child_env(LFB_CRASH_AT="detect", LFB_CRASH_N="5"))
@@ -233,10 +233,10 @@ def test_crash_then_resume_equals_an_uninterrupted_run(own, reference, tmp_path)
     parts = Path(f"{out}.parts")
     assert not out.exists() and not Path(f"{out}.json").exists()
     assert sorted(p.name for p in parts.glob("*.pkl")) == ["detect-a001-r00000-s000000.pkl", "detect-a001-r00000-s000001.pkl"]
-    refused = run_lfbtool(own.args(out, "--resume", "--score-threshold", "0.6"))
+    refused = run_in_process(own.args(out, "--resume", "--score-threshold", "0.6"), capsys)  # refusals: no process
     assert refused.returncode == 2 and "refusing to resume with other settings" in refused.stderr
     assert "score_threshold" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
-    again = run_lfbtool(own.args(out))
+    again = run_in_process(own.args(out), capsys)
     assert again.returncode == 2 and "--resume" in again.stderr
     resumed = run_lfbtool(own.args(out, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
@@ -244,7 +244,7 @@ def test_crash_then_resume_equals_an_uninterrupted_run(own, reference, tmp_path)
     assert out.read_bytes() == reference.read_bytes()
     assert json.loads(Path(f"{out}.json").read_text()) == json.loads(Path(f"{reference}.json").read_text())
     assert not parts.exists()
-    complete = run_lfbtool(own.args(out, "--resume"))
+    complete = run_in_process(own.args(out, "--resume"), capsys)
     assert complete.returncode == 0 and "already complete" in complete.stdout
 
 
@@ -258,13 +258,13 @@ def test_two_processes_equal_one(own, reference, tmp_path):
     assert out.read_bytes() == reference.read_bytes()
 
 
-def _refused(own: OwnVideos, tmp_path: Path, *args: str, videos: Path | None = None) -> str:
+def _refused(own: OwnVideos, tmp_path: Path, capsys, *args: str, videos: Path | None = None) -> str:
     out = tmp_path / "out" / "boxes.pkl"
     out.parent.mkdir()
     argv = own.args(out, *args)
     if videos is not None:
         argv[argv.index("--videos-root") + 1] = str(videos)
-    done = run_lfbtool(argv)
+    done = run_in_process(argv, capsys)  # a refusal needs no process of its own
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -272,23 +272,23 @@ def _refused(own: OwnVideos, tmp_path: Path, *args: str, videos: Path | None = N
     return lines[0]
 
 
-def test_unknown_detector(own, tmp_path):
-    line = _refused(own, tmp_path, "--detector", "fasterrcnn_resnet9000")
+def test_unknown_detector(own, tmp_path, capsys):
+    line = _refused(own, tmp_path, capsys, "--detector", "fasterrcnn_resnet9000")
     assert "unknown detector 'fasterrcnn_resnet9000'" in line and "fasterrcnn_resnet50_fpn_v2" in line
 
 
-def test_checkpoint_of_another_detector(own, tmp_path):
+def test_checkpoint_of_another_detector(own, tmp_path, capsys):
     other = person_checkpoint(tmp_path / "ssdlite.pth", "ssdlite320_mobilenet_v3_large")
-    line = _refused(own, tmp_path, "--detector-checkpoint", str(other))
+    line = _refused(own, tmp_path, capsys, "--detector-checkpoint", str(other))
     assert "ssdlite.pth: checkpoint does not fit detector fasterrcnn_mobilenet_v3_large_320_fpn" in line
     assert "missing keys [" in line and "unexpected keys [" in line
 
 
-def test_video_without_frames(own, tmp_path):
+def test_video_without_frames(own, tmp_path, capsys):
     videos = tmp_path / "videos"
     videos.mkdir()
     (videos / "broken.mp4").write_bytes(b"")
-    line = _refused(own, tmp_path, videos=videos)
+    line = _refused(own, tmp_path, capsys, videos=videos)
     assert "broken.mp4" in line and "cannot open video" in line
     frames = tmp_path / "frames" / "blank"
     frames.mkdir(parents=True)
@@ -296,8 +296,8 @@ def test_video_without_frames(own, tmp_path):
     listing.write_text("blank\n")
     out = tmp_path / "out2" / "boxes.pkl"
     out.parent.mkdir()
-    done = run_lfbtool(["detect", "--out", str(out), "--frames-root", str(tmp_path / "frames"), "--video-list",
-                        str(listing), "--detector-checkpoint", str(own.checkpoint), "--detector", DETECTOR])
+    done = run_in_process(["detect", "--out", str(out), "--frames-root", str(tmp_path / "frames"), "--video-list",
+                           str(listing), "--detector-checkpoint", str(own.checkpoint), "--detector", DETECTOR], capsys)
     assert done.returncode == 2 and done.stderr.strip().endswith("video blank has no frames"), done.stderr
     assert list(out.parent.iterdir()) == []
 

@@ -21,11 +21,7 @@ import torch
 
 from lfbtool._io.safe_pickle import Placeholder, torch_load
 from lfbtool.errors import LfbError
-
-try:
-    from tests.conftest import run_lfbtool
-except ImportError:  # pytest run with tests/ (not the repo root) on sys.path
-    from conftest import run_lfbtool
+from tests.conftest import run_in_process
 
 FAKE_MMENGINE = '''
 from collections import OrderedDict
@@ -233,18 +229,18 @@ def test_getattr_on_placeholder_instance_is_inert(tmp_path: Path) -> None:
 
 
 # -- the CLI reads such checkpoints ---------------------------------------------------------------------
-def test_extract_reads_mmengine_checkpoint(tiny_data, tmp_path: Path) -> None:
+def test_extract_reads_mmengine_checkpoint(tiny_data, tmp_path: Path, capsys) -> None:
     from lfbtool.testing.checkpoints import random_backbone_state
 
     state = {f"backbone.{k}": v for k, v in random_backbone_state("slowonly_r50", seed=3).items()}
     checkpoint = mmengine_checkpoint(tmp_path / "mmengine_det.pth", state, tmp_path / "mods")
     out = tmp_path / "out"
-    done = run_lfbtool(tiny_data.extract_args(out) + ["--checkpoint", str(checkpoint)])
+    done = run_in_process(tiny_data.extract_args(out) + ["--checkpoint", str(checkpoint)], capsys)
     assert done.returncode == 0, done.stderr
     assert (out / "lfb_train.h5").is_file()
 
 
-def test_recognize_reads_mmengine_checkpoint(tiny_data, tmp_path: Path) -> None:
+def test_recognize_reads_mmengine_checkpoint(tiny_data, tmp_path: Path, capsys) -> None:
     from lfbtool.testing.checkpoints import random_backbone_state
 
     state = {f"backbone.{k}": v for k, v in random_backbone_state("slowonly_r50", seed=4).items()}
@@ -253,9 +249,9 @@ def test_recognize_reads_mmengine_checkpoint(tiny_data, tmp_path: Path) -> None:
     state["cls_head.fc_cls.bias"] = torch.zeros(3)
     checkpoint = mmengine_checkpoint(tmp_path / "mmengine_rec.pth", state, tmp_path / "mods")
     frames = sorted(p for p in tiny_data.example.frames_root.iterdir() if p.is_dir())[0]
-    done = run_lfbtool(["recognize", str(frames), "--backbone", "slowonly_r50", "--checkpoint", str(checkpoint),
-                        "--num-clips", "1", "--clip-len", "2", "--frame-interval", "1", "--short-side", "32",
-                        "--crop-size", "32", "--device", "cpu", "--json"])
+    done = run_in_process(["recognize", str(frames), "--backbone", "slowonly_r50", "--checkpoint", str(checkpoint),
+                           "--num-clips", "1", "--clip-len", "2", "--frame-interval", "1", "--short-side", "32",
+                           "--crop-size", "32", "--device", "cpu", "--json"], capsys)
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(record["scores"]) == 3 and all(np.isfinite(record["scores"])), record

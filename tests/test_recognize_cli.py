@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -276,15 +273,18 @@ def test_cli_errors(tmp_path, data):
     assert isinstance(result.exception, LfbError) and "--checkpoint" in str(result.exception)
 
 
-def test_cli_error_is_one_line_and_exit_code_2_with_fail_fast(tmp_path, data):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "lfbtool", "recognize", str(tmp_path / "missing.mp4"), "--backbone", "slowonly_r50",
+def test_cli_error_is_one_line_and_exit_code_2_with_fail_fast(tmp_path, data, capsys):
+    from tests.conftest import (
+        run_in_process,  # the console script's main(): refusals need no process of their own
+    )
+
+    args = ["recognize", str(tmp_path / "missing.mp4"), "--backbone", "slowonly_r50",
             "--checkpoint", str(data["root"] / "slowonly.pth"), "--device", "cpu"]
-    done = subprocess.run([*args, "--fail-fast"], capture_output=True, text=True, env=env, timeout=120)
+    done = run_in_process([*args, "--fail-fast"], capsys)
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {tmp_path / 'missing.mp4'}: no such video file or frame directory"]
-    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)  # keep going: a failed input
+    done = run_in_process(args, capsys)  # keep going: a failed input
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert f"failed: {tmp_path / 'missing.mp4'}: no such video file or frame directory" in done.stderr
     assert "0 of 1 inputs scored" in done.stderr
