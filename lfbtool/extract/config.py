@@ -34,12 +34,14 @@ from lfbtool.settings import (
 )
 
 #: The proposal filter when the proposals are not a detector's output (MMAction2's AVA default).
-DEFAULT_PROPOSAL_SCORE_THRESHOLD = 0.9
+DEFAULT_PROPOSAL_SCORE_THRESHOLD = KeyframeSelection.proposal_score_threshold
 
 
 @dataclass
 class ExtractConfig:
-    """Every option of ``lfbtool extract``; the CLI and the TOML file set the same names.
+    """Every option of ``lfbtool extract``; the CLI and the TOML file set the same names. A default is
+    the typed setting's (``lfbtool.settings``), read from there; None marks a default that depends on
+    other options and is resolved by :func:`build_config`.
 
     ``clip_len`` / ``frame_interval`` left as None take the backbone's default AVA clip
     (``BackboneSpec.extract_clip``) when the config is built.
@@ -48,53 +50,53 @@ class ExtractConfig:
     mode: str = "train"
     out: Path = Path("lfb")
     # inputs
-    keyframes: KeyframeSource = KeyframeSource.annotated
+    keyframes: KeyframeSource = KeyframeSelection.keyframes
     annotations: Path | None = None
     excluded: Path | None = None
     proposals: Path | None = None
     # None: keep what the detector kept (every-second, or a `detect` output per its sidecar), else 0.9.
     # Recorded in a bank's config as ``score_threshold`` (the name it always had).
     proposal_score_threshold: float | None = None
-    whole_frame_fallback: bool = False
+    whole_frame_fallback: bool = KeyframeSelection.whole_frame_fallback
     frames_root: Path | None = None
     videos_root: Path | None = None
-    frame_template: str = "img_{:05d}.jpg"
-    video_ext: str = "mp4"
+    frame_template: str = FrameSource.frame_template
+    video_ext: str = FrameSource.video_ext
     fps: int | Fraction | str | None = None  # None: "auto" for every-second on videos, else 30
     timestamp_start: int | None = None  # None: 0 for every-second (own videos), else 900 (AVA)
-    start_index: int = 1
+    start_index: int = FrameSource.start_index
     video_list: Path | None = None
-    stride: int = 1
+    stride: int = FrameSource.stride
     # person detection (keyframes every-second)
-    detector: str = "fasterrcnn_resnet50_fpn_v2"
+    detector: str = DetectorSettings.detector
     detector_checkpoint: Path | None = None
     detector_weights: str | None = None
-    detector_score_threshold: float = 0.5
-    max_per_frame: int = 100
+    detector_score_threshold: float = DetectorSettings.detector_score_threshold
+    max_per_frame: int = DetectorSettings.max_per_frame
     detector_min_size: int | None = None  # None: the detector's own resize, as torchvision defines the model
     detector_max_size: int | None = None
     # model
-    backbone: str = "slowonly_r50"
+    backbone: str = FeatureModel.backbone
     checkpoint: Path | None = None
     clip_len: int | None = None
     frame_interval: int | None = None
-    short_side: int = 256
-    roi_output_size: int = 8
-    roi_temporal_pool: Pool = Pool.avg
-    temporal_pool: Pool = Pool.avg
-    spatial_pool: Pool = Pool.max
-    half: bool = True
-    precision: Precision = Precision.fp32
+    short_side: int = ClipSampling.short_side
+    roi_output_size: int = FeatureModel.roi_output_size
+    roi_temporal_pool: Pool = FeatureModel.roi_temporal_pool
+    temporal_pool: Pool = FeatureModel.temporal_pool
+    spatial_pool: Pool = FeatureModel.spatial_pool
+    half: bool = FeatureModel.half
+    precision: Precision = FeatureModel.precision
     # run
-    batch_size: int = 1
+    batch_size: int = RunOptions.batch_size
     num_workers: int | None = None  # None: auto_workers() picks for the device
-    device: str = "auto"
-    segment_size: int = 64
-    merge: bool = True
-    keep_shards: bool = False
-    resume: bool = False
-    overwrite: bool = False
-    dist_timeout: int = 1800
+    device: str = RunOptions.device
+    segment_size: int = RunOptions.segment_size
+    merge: bool = RunOptions.merge
+    keep_shards: bool = RunOptions.keep_shards
+    resume: bool = RunOptions.resume
+    overwrite: bool = RunOptions.overwrite
+    dist_timeout: int = RunOptions.dist_timeout
 
 
 #: Options the user may set (the CLI and TOML names).
@@ -116,7 +118,6 @@ SELECTION_FIELDS = ("mode", "keyframes", "score_threshold", "whole_frame_fallbac
                     "detection")
 #: Settings added after banks were first written: absent from an old bank's config means the old behaviour.
 _NEW_FIELDS = ("precision", "stride", "detection")
-_POSITIVE = ("clip_len", "frame_interval", "short_side", "roi_output_size")  # checked before the spec reads them
 
 
 def default_of(name: str) -> Any:
@@ -271,10 +272,8 @@ def settings_of(config: ExtractConfig) -> ExtractSettings:
 
 def validate(config: ExtractConfig) -> None:
     """Checks across options; a refused value is a SettingError naming the setting (the CLI shows its flag)."""
-    for name in _POSITIVE:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise SettingError(name, f"must be a positive integer, got {value!r}")
+    project(ClipSampling, config).check()
+    project(FeatureModel, config).check()
     if config.proposal_score_threshold is not None:
         KeyframeSelection(proposal_score_threshold=config.proposal_score_threshold).check()
     project(DetectorSettings, config).check()
