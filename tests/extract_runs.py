@@ -7,14 +7,30 @@ import re
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 CRASH_RUNNER = Path(__file__).with_name("crash_runner.py")
 DATASETS = ("videos", "video_key_offsets", "timestamps", "key_row_offsets", "features", "boxes", "scores")
 Key = tuple[str, int]
+
+
+def wait_until(ready: Callable[[], bool], proc: subprocess.Popen, what: str, *, timeout: float = 300) -> None:
+    """Return once ``ready()`` holds while ``proc`` still runs (it waits at a pause the test set up).
+    A hang guard, not a speed check: the test fails with the process's output when the process ends
+    first or nothing happens in ``timeout`` seconds (then the process is killed to read its output)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is None and time.monotonic() > deadline:
+            proc.kill()
+        if proc.poll() is not None:
+            pytest.fail(f"{what} never happened (exit {proc.wait()}): {proc.communicate()}")
+        time.sleep(0.05)
 
 
 def child_env(**extra: str) -> dict[str, str]:

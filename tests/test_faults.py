@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -33,7 +32,7 @@ from lfbtool.errors import LfbError, RunError
 from lfbtool.extract._segments import BankSegments
 from lfbtool.runs.parts import RunParts, RunPlan
 from tests.conftest import SEGMENT, run_in_process
-from tests.extract_runs import assert_same_bank, child_env
+from tests.extract_runs import assert_same_bank, child_env, wait_until
 
 FAULT_RUNNER = Path(__file__).with_name("fault_runner.py")
 
@@ -76,10 +75,7 @@ def test_train_and_val_at_once_and_resume_during_a_live_run(tiny_data, reference
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env=child_env(LFB_FAULT="pause", LFB_FAULT_N="4", LFB_PAUSE_DIR=str(pause)))
     try:
-        deadline = time.time() + 300
-        while not (pause / "paused").exists() and train.poll() is None and time.time() < deadline:
-            time.sleep(0.1)
-        assert (pause / "paused").exists(), train.communicate()
+        wait_until((pause / "paused").exists, train, "the train run reaching the pause")
         holder = json.loads((out / LOCK_NAME).read_text())
         assert holder["pid"] == train.pid and holder["host"] == socket.gethostname()
         live = [p for p in (out / "shards").iterdir() if ".tmp-" in p.name]

@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from lfbtool.bank.export import export_npz_dir
 from lfbtool.bank.writer import BankWriter
 from lfbtool.cli import main
 from lfbtool.errors import LfbError, RunError
-from tests.extract_runs import bank_keys, child_env
+from tests.extract_runs import bank_keys, child_env, wait_until
 from tests.test_faults import FAULT_RUNNER, dead_pid, lfbtool, one_error_line
 
 C = 8
@@ -66,10 +65,7 @@ def test_two_merges_into_one_new_output_the_second_is_refused(tmp_path) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=child_env(LFB_FAULT="publish-pause", LFB_PAUSE_DIR=str(pause)))
     try:
-        deadline = time.time() + 120
-        while not (pause / "paused").exists() and slow.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        assert (pause / "paused").exists(), slow.communicate()
+        wait_until((pause / "paused").exists, slow, "the slow merge reaching the pause", timeout=120)
         assert not out.exists()
         fast = lfbtool(["merge", str(val), "-o", str(out)])
         assert fast.returncode == 0, fast.stderr

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from lfbtool._io.lock import LOCK_NAME
@@ -29,6 +28,7 @@ from tests.extract_runs import (
     segments,
     summary_counts,
     torchrun_command,
+    wait_until,
 )
 from tests.test_lock import proc_state, wait_for_state
 
@@ -145,10 +145,7 @@ def test_killed_run_not_yet_reaped_does_not_block_the_resume(tiny_data, referenc
                               stderr=subprocess.PIPE, env=child_env(LFB_FAULT="pause", LFB_FAULT_N="4",
                                                                     LFB_PAUSE_DIR=str(pause)))
     try:
-        deadline = time.time() + 300
-        while not (pause / "paused").exists() and holder.poll() is None and time.time() < deadline:
-            time.sleep(0.1)
-        assert (pause / "paused").exists(), holder.communicate()
+        wait_until((pause / "paused").exists, holder, "the run reaching the pause")
         assert json.loads((out / LOCK_NAME).read_text())["pid"] == holder.pid
         os.kill(holder.pid, signal.SIGKILL)
         assert wait_for_state(holder.pid, "Z") == "Z"  # dead, not reaped: kill(pid, 0) still succeeds

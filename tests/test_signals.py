@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import pytest
 
 from lfbtool._io.lock import LOCK_NAME
 from tests.conftest import SEGMENT, run_in_process
-from tests.extract_runs import assert_same_bank, child_env, read_bank
+from tests.extract_runs import assert_same_bank, child_env, read_bank, wait_until
 from tests.test_faults import FAULT_RUNNER, one_error_line
 
 NAMES = {signal.SIGINT: "interrupted (SIGINT)", signal.SIGTERM: "terminated (SIGTERM)"}
@@ -50,11 +49,7 @@ def signal_when_paused(args: list[str], fault: str, n: int, pause: Path, signum:
     proc = subprocess.Popen([sys.executable, str(FAULT_RUNNER), *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_own_group if group else _default_signals)
     try:
-        deadline = time.time() + 240
-        while not (pause / "paused").exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.time() < deadline, "the run never reached the pause"
-            time.sleep(0.05)
+        wait_until((pause / "paused").exists, proc, "the run reaching the pause", timeout=240)
         if check_paused is not None:
             check_paused()
         if group:
@@ -204,11 +199,8 @@ def test_sigterm_to_torchrun_each_rank_cleans_up(tiny_data, reference, tmp_path,
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             preexec_fn=_default_signals)
     try:
-        deadline = time.time() + 240
-        while len([p for p in temporaries(out) if "-s000000.h5.tmp-" in p.name]) < 2:  # both ranks inside
-            assert proc.poll() is None, proc.communicate()
-            assert time.time() < deadline, "the ranks never reached the pause"
-            time.sleep(0.1)
+        wait_until(lambda: len([p for p in temporaries(out) if "-s000000.h5.tmp-" in p.name]) >= 2, proc,
+                   "both ranks reaching the pause inside a segment", timeout=240)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:
